@@ -1,0 +1,260 @@
+"""ConditionalRandomField against brute-force enumeration of every tag path."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+import pytest
+import torch
+
+from seqtag.modules.crf import ConditionalRandomField
+
+
+def random_constraints(k: int, gen: torch.Generator) -> list[tuple[int, int]]:
+    allowed = torch.rand(k + 2, k + 2, generator=gen) < 0.65
+    return [(i, j) for i in range(k + 2) for j in range(k + 2) if allowed[i, j]]
+
+
+def make_crf(k: int, constrained: bool, seed: int, start_end: bool = True) -> ConditionalRandomField:
+    gen = torch.Generator().manual_seed(seed)
+    constraints = random_constraints(k, gen) if constrained else None
+    crf = ConditionalRandomField(k, constraints, include_start_end_transitions=start_end).double()
+    with torch.no_grad():
+        crf.transitions.copy_(torch.randn(k, k, generator=gen, dtype=torch.float64))
+        if start_end:
+            crf.start_transitions.copy_(torch.randn(k, generator=gen, dtype=torch.float64))
+            crf.end_transitions.copy_(torch.randn(k, generator=gen, dtype=torch.float64))
+    return crf
+
+
+@torch.no_grad()
+def path_scores(crf: ConditionalRandomField, emissions: torch.Tensor, mask: torch.Tensor) -> dict[tuple, float]:
+    """Score of every allowed path over the real tokens of one sequence: emissions (T, K), mask (T,)."""
+    k = crf.num_tags
+    allowed = crf.constraint_mask.bool()
+    emissions = emissions.detach()
+    real = [i for i in range(emissions.size(0)) if mask[i]]
+    start = crf.start_transitions if crf.include_start_end_transitions else torch.zeros(k, dtype=torch.float64)
+    end = crf.end_transitions if crf.include_start_end_transitions else torch.zeros(k, dtype=torch.float64)
+    scores = {}
+    for path in itertools.product(range(k), repeat=len(real)):
+        hops = [(k, path[0])] + list(zip(path[:-1], path[1:])) + [(path[-1], k + 1)]
+        if not all(allowed[a, b] for a, b in hops):
+            continue
+        s = start[path[0]].detach() + end[path[-1]] + sum(emissions[i, y] for i, y in zip(real, path))
+        s = s + sum(crf.transitions[a, b] for a, b in zip(path[:-1], path[1:]))
+        scores[path] = float(s)
+    return scores
+
+
+def random_case(seed: int, b: int = 3):
+    """Tiny random inputs; every sequence has at least one allowed path."""
+    gen = torch.Generator().manual_seed(1000 + seed)
+    k = 3 + seed % 2
+    t = 1 + seed % 4
+    constrained = seed % 3 != 0
+    while True:
+        crf = make_crf(k, constrained, seed)
+        emissions = torch.randn(b, t, k, generator=gen, dtype=torch.float64)
+        mask = torch.rand(b, t, generator=gen) < 0.7
+        mask[:, 0] = True
+        table = [path_scores(crf, emissions[i], mask[i]) for i in range(b)]
+        if all(table):
+            return crf, emissions, mask, table
+        seed += 100
+
+
+def spread(tags_real: tuple, mask: torch.Tensor) -> torch.Tensor:
+    """Place the tags of the real tokens into a (T,) tensor with 0 at masked positions."""
+    out = torch.zeros(mask.size(0), dtype=torch.long)
+    out[mask] = torch.tensor(tags_real, dtype=torch.long)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_log_partition_matches_brute_force(seed):
+    crf, emissions, mask, table = random_case(seed)
+    expected = torch.tensor(
+        [math.log(sum(math.exp(s) for s in scores.values())) for scores in table], dtype=torch.float64
+    )
+    torch.testing.assert_close(crf.log_partition(emissions, mask), expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_forward_is_path_score_minus_log_partition(seed):
+    crf, emissions, mask, table = random_case(seed)
+    gen = torch.Generator().manual_seed(seed)
+    golds, expected = [], []
+    for i, scores in enumerate(table):
+        paths = sorted(scores)
+        gold = paths[int(torch.randint(len(paths), (1,), generator=gen))]
+        golds.append(spread(gold, mask[i]))
+        expected.append(scores[gold] - math.log(sum(math.exp(s) for s in scores.values())))
+    tags = torch.stack(golds)
+    torch.testing.assert_close(
+        crf(emissions, tags, mask), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_decode_is_brute_force_argmax(seed):
+    crf, emissions, mask, table = random_case(seed)
+    decoded = crf.decode(emissions, mask)
+    assert decoded.dtype == torch.long and decoded.shape == mask.shape
+    for i, scores in enumerate(table):
+        best = max(scores, key=scores.get)
+        assert decoded[i].tolist() == spread(best, mask[i]).tolist()
+        # The decoded path is one of the allowed paths (brute force lists only those).
+        assert tuple(decoded[i][mask[i]].tolist()) in scores
+
+
+def test_forbidden_gold_path_scores_near_minus_1e4():
+    crf = ConditionalRandomField(2, constraints=[(2, 0), (2, 1), (0, 1), (1, 1), (1, 3), (0, 3)])
+    emissions = torch.zeros(1, 2, 2)
+    assert crf(emissions, torch.tensor([[1, 0]])).item() < -5000  # 1 -> 0 is forbidden
+    assert crf(emissions, torch.tensor([[0, 1]])).item() > -50
+
+
+def test_forbidden_transitions_get_no_gradient():
+    crf = make_crf(4, constrained=True, seed=3).float()
+    emissions = torch.randn(5, 6, 4)
+    tags = crf.decode(emissions)
+    (-crf(emissions, tags).sum()).backward()
+    forbidden = crf.constraint_mask[:4, :4] == 0
+    assert forbidden.any()
+    assert (crf.transitions.grad[forbidden] == 0).all()
+    assert (crf.start_transitions.grad[crf.constraint_mask[4, :4] == 0] == 0).all()
+    assert (crf.end_transitions.grad[crf.constraint_mask[:4, 5] == 0] == 0).all()
+
+
+def test_gradcheck():
+    crf = make_crf(3, constrained=True, seed=4)
+    gen = torch.Generator().manual_seed(0)
+    emissions = torch.randn(2, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True, True], [True, False, True]])
+    tags = torch.tensor([[0, 1, 2], [2, 0, 1]])
+    names = ["transitions", "start_transitions", "end_transitions"]
+    params = tuple(getattr(crf, n).detach().clone().requires_grad_() for n in names)
+
+    def log_likelihood(emissions, *values):
+        return torch.func.functional_call(crf, dict(zip(names, values)), (emissions, tags, mask))
+
+    assert torch.autograd.gradcheck(log_likelihood, (emissions, *params))
+    assert torch.autograd.gradcheck(lambda e: crf.log_partition(e, mask), (emissions,))
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_masked_positions_do_not_matter(constrained):
+    crf = make_crf(4, constrained, seed=7)
+    gen = torch.Generator().manual_seed(1)
+    emissions = torch.randn(4, 6, 4, generator=gen, dtype=torch.float64)
+    tags = torch.randint(4, (4, 6), generator=gen)
+    mask = torch.rand(4, 6, generator=gen) < 0.6
+    mask[:, 0] = True
+    mask[0] = True
+    other_emissions = torch.where(mask.unsqueeze(2), emissions, torch.randn(4, 6, 4, dtype=torch.float64) * 50)
+    other_emissions[~mask.unsqueeze(2).expand_as(emissions) & (torch.rand(4, 6, 4) < 0.2)] = float("inf")
+    other_tags = torch.where(mask, tags, -100)
+
+    results = []
+    for e, y in [(emissions, tags), (other_emissions, other_tags)]:
+        e = e.clone().requires_grad_()
+        crf.zero_grad()
+        ll = crf(e, y, mask)
+        ll.sum().backward()
+        results.append((ll.detach(), crf.log_partition(e, mask).detach(), crf.decode(e, mask), e.grad))
+        results[-1] += (crf.transitions.grad.clone(),)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a[mask] if a.dim() == 3 else a, b[mask] if b.dim() == 3 else b, rtol=0, atol=1e-12)
+    assert (results[1][3][~mask] == 0).all()
+    assert (results[0][2][~mask] == 0).all()
+
+
+def test_prefix_mask_equals_truncated_sequence():
+    crf = make_crf(4, constrained=True, seed=1)
+    emissions = torch.randn(1, 7, 4, dtype=torch.float64)
+    tags = torch.randint(4, (1, 7))
+    mask = torch.tensor([[True] * 4 + [False] * 3])
+    torch.testing.assert_close(crf(emissions, tags, mask), crf(emissions[:, :4], tags[:, :4]))
+    assert crf.decode(emissions, mask)[:, :4].tolist() == crf.decode(emissions[:, :4]).tolist()
+
+
+def test_without_start_end_transitions_matches_brute_force():
+    crf = make_crf(3, constrained=True, seed=2, start_end=False)
+    assert crf.start_transitions is None and "start_transitions" not in crf.state_dict()
+    emissions = torch.randn(2, 3, 3, dtype=torch.float64)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    table = [path_scores(crf, emissions[i], mask[i]) for i in range(2)]
+    expected = torch.tensor(
+        [math.log(sum(math.exp(s) for s in scores.values())) for scores in table], dtype=torch.float64
+    )
+    torch.testing.assert_close(crf.log_partition(emissions, mask), expected, rtol=0, atol=1e-9)
+
+
+def test_float32_matches_float64_and_autocast():
+    crf64 = make_crf(5, constrained=True, seed=5)
+    crf32 = make_crf(5, constrained=True, seed=5).float()
+    emissions = torch.randn(3, 8, 5, dtype=torch.float64)
+    tags = crf64.decode(emissions)
+    ll64 = crf64(emissions, tags)
+    ll32 = crf32(emissions.float(), tags)
+    assert ll32.dtype == torch.float32
+    torch.testing.assert_close(ll32.double(), ll64, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ll_bf16 = crf32(emissions.to(torch.bfloat16), tags)
+        decoded = crf32.decode(emissions.to(torch.bfloat16))
+    assert ll_bf16.dtype == torch.float32 and torch.isfinite(ll_bf16).all()
+    assert decoded.shape == (3, 8)
+
+
+def test_constraint_mask_is_persistent_buffer():
+    crf = ConditionalRandomField(2, constraints=[(2, 0), (0, 1), (1, 3)])
+    state = crf.state_dict()
+    assert state["constraint_mask"].shape == (4, 4)
+    assert "constraint_mask" not in dict(crf.named_parameters())
+    fresh = ConditionalRandomField(2)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.constraint_mask, crf.constraint_mask)
+    assert fresh.decode(torch.randn(1, 2, 2)).tolist() == [[0, 1]]
+
+
+def test_bad_arguments_and_shapes():
+    with pytest.raises(ValueError, match="num_tags should be a positive int, got 0"):
+        ConditionalRandomField(0)
+    with pytest.raises(ValueError, match=r"constraints should be .* got \(0, 5\)"):
+        ConditionalRandomField(3, constraints=[(0, 5)])
+    crf = ConditionalRandomField(3)
+    with pytest.raises(ValueError, match=r"Expected emissions of shape \(B, T >= 1, 3\), got \(2, 4, 5\)"):
+        crf.decode(torch.randn(2, 4, 5))
+    with pytest.raises(ValueError, match=r"Expected tags of shape \(2, 4\), got \(2, 3\)"):
+        crf(torch.randn(2, 4, 3), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"Expected mask\[:, 0\] to be all True"):
+        crf.log_partition(torch.randn(1, 2, 3), torch.tensor([[False, True]]))
+
+
+def test_timing_b32_t30_k9():
+    """Prints timings (not asserted): forward + backward and Viterbi for B=32, T=30, K=9."""
+    torch.manual_seed(0)
+    crf = ConditionalRandomField(9)
+    emissions = torch.randn(32, 30, 9, requires_grad=True)
+    tags = torch.randint(9, (32, 30))
+    mask = torch.arange(30).expand(32, 30) < torch.randint(10, 31, (32, 1))
+
+    def best_of(fn, repeat=5, number=20):
+        fn()
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            times.append((time.perf_counter() - t0) / number)
+        return min(times) * 1e3
+
+    def train_step():
+        crf(emissions, tags, mask).sum().backward()
+
+    fb = best_of(train_step)
+    vit = best_of(lambda: crf.decode(emissions, mask))
+    print(f"\nCRF B=32 T=30 K=9 threads={torch.get_num_threads()}: forward+backward {fb:.2f} ms, decode {vit:.2f} ms")
