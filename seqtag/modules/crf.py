@@ -226,15 +226,15 @@ class ConditionalRandomField(nn.Module):
         with torch.no_grad(), torch.autocast(device_type=emissions.device.type, enabled=False):
             emissions, mask = self._check(emissions, None, mask)
             transitions, start, end = self._scores(emissions.dtype)
-            b, t, k = emissions.shape
+            b, _, k = emissions.shape
             keep = torch.arange(k, device=emissions.device).expand(b, k)  # (B, K) identity backpointers
             score = start + emissions[:, 0]  # (B, K)
             backpointers = []
-            for i in range(1, t):
+            steps = zip(emissions.unbind(1)[1:], mask.unsqueeze(2).unbind(1)[1:])  # (B, K), (B, 1) per step
+            for emission, step in steps:
                 # score[b, prev, None] + transitions[prev, cur] -> best prev for each cur
                 best, prev = (score.unsqueeze(2) + transitions).max(dim=1)  # (B, K), (B, K)
-                step = mask[:, i].unsqueeze(1)  # (B, 1)
-                score = torch.where(step, best + emissions[:, i], score)
+                score = torch.where(step, best + emission, score)
                 # A masked step keeps every tag: tag at i is the tag at i - 1.
                 backpointers.append(torch.where(step, prev, keep))
             tag = (score + end).argmax(dim=1, keepdim=True)  # (B, 1)
@@ -261,10 +261,10 @@ class ConditionalRandomField(nn.Module):
             (B,) log partition.
         """
         alpha = start + emissions[:, 0]  # (B, K): log-sum of all paths ending in each tag
-        for i in range(1, emissions.size(1)):
+        for emission, step in zip(emissions.unbind(1)[1:], mask.unsqueeze(2).unbind(1)[1:]):  # (B, K), (B, 1)
             # alpha[b, prev, None] + transitions[prev, cur] + emissions[b, None, cur], summed over prev
-            nxt = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emissions[:, i]  # (B, K)
-            alpha = torch.where(mask[:, i].unsqueeze(1), nxt, alpha)
+            nxt = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emission  # (B, K)
+            alpha = torch.where(step, nxt, alpha)
         return torch.logsumexp(alpha + end, dim=1)  # (B,)
 
     @staticmethod
