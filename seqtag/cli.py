@@ -1,0 +1,140 @@
+"""The ``seqtag`` command: LightningCLI (fit / validate / test / predict) over Tagger and TaggingDataModule, plus
+``seqtag score`` (conlleval-style scoring of a file).
+
+    seqtag fit --config configs/conll2003.yaml
+    seqtag test --config configs/conll2003.yaml --ckpt_path runs/seqtag/<run>/checkpoints/best.ckpt
+    seqtag predict --config configs/conll2003.yaml --ckpt_path <best.ckpt> --data.predict sentences.txt
+    seqtag score predictions.conll
+
+Bad input ends with one paragraph naming the file and line and exit status 2; ``--debug`` (or
+``SEQTAG_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning, which otherwise slows 2-thread runs by
+# orders of magnitude when another process shares a core.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from lightning.pytorch.callbacks import LearningRateMonitor  # noqa: E402
+from jsonargparse import lazy_instance  # noqa: E402
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI  # noqa: E402
+
+from seqtag.callbacks import (  # noqa: E402
+    AtomicCheckpointIO,
+    AutoEarlyStopping,
+    BestCheckpoint,
+    PredictionWriter,
+    RunConfigCallback,
+)
+from seqtag.data.datamodule import TaggingDataModule  # noqa: E402
+from seqtag.errors import SeqtagInputError  # noqa: E402
+from seqtag.loggers import WandbLogger  # noqa: E402
+from seqtag.tagger import Tagger  # noqa: E402
+
+
+def trainer_defaults() -> dict:
+    """The Trainer's defaults for seqtag; any of them can be overridden in a config or on the command line."""
+    return {
+        "max_epochs": 50,
+        "gradient_clip_val": 5.0,
+        "use_distributed_sampler": False,  # the bucketed batch sampler splits batches across processes itself
+        "default_root_dir": "runs",
+        "logger": lazy_instance(WandbLogger, project="seqtag", save_dir="runs"),
+    }
+
+
+class SeqtagCLI(LightningCLI):
+    """LightningCLI with the data's values linked into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Known only once the training data is read: linked, never configured.
+        parser.link_arguments("data.labels", "model.labels", apply_on="instantiate")
+        parser.link_arguments("data.scheme", "model.scheme", apply_on="instantiate")
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.num_chars", "model.num_chars", apply_on="instantiate")
+        # Checkpointing and early stopping are configurable under `checkpoint.*` and `early_stopping.*`.
+        parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(AutoEarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.patience": 10})
+        parser.add_argument(
+            "--predict_output", type=str | None, default=None, help="file for `seqtag predict` output"
+        )
+        parser.add_argument("--predict_format", type=str, default="conll", help="conll or jsonl")
+
+    def instantiate_trainer(self, **kwargs):
+        # Checkpoints are always written atomically (temporary file, then rename).
+        plugins = kwargs.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, AtomicCheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in ("test", "predict", "validate") and config.trainer.get("logger") is not None:
+            # Evaluation and tagging need no new W&B run unless one is asked for on the command line.
+            if not any(a.startswith("--trainer.logger") for a in sys.argv):
+                logger = config.trainer.logger
+                if isinstance(logger, dict) or hasattr(logger, "class_path"):
+                    config.trainer.logger = False
+
+    def after_instantiate_classes(self) -> None:
+        if self.subcommand == "predict":
+            config = self.config[self.subcommand]
+            self.trainer.callbacks.append(PredictionWriter(config.get("predict_output"), config.get("predict_format")))
+
+    def after_fit(self) -> None:
+        best = self.trainer.checkpoint_callback
+        if best is not None and self.trainer.is_global_zero and best.best_model_path:
+            print(f"Best checkpoint: {best.best_model_path}")
+
+    def after_test(self) -> None:
+        results = getattr(self.model, "test_results", None)
+        if results is not None and self.trainer.is_global_zero:
+            from seqtag.report import print_report, write_report
+
+            print_report(results)
+            write_report(self.trainer, self.model, results, self.config[self.subcommand].get("ckpt_path"))
+
+
+def cli_main(args: ArgsType = None, run: bool = True) -> SeqtagCLI:
+    """Builds and runs the CLI; ``args`` is a list of arguments (tests) or None (``sys.argv``)."""
+    return SeqtagCLI(
+        Tagger,
+        TaggingDataModule,
+        seed_everything_default=1234,
+        trainer_defaults=trainer_defaults(),
+        save_config_callback=RunConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``seqtag`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SEQTAG_DEBUG") == "1"
+    try:
+        if argv[:1] == ["score"]:
+            from seqtag.score import score_main
+
+            return score_main(argv[1:])
+        cli_main([a for a in argv if a != "--debug"])
+        return 0
+    except SeqtagInputError as err:
+        if debug:
+            raise
+        print(f"seqtag: error: {err}", file=sys.stderr)
+        return 2
+
+
+# Names used in YAML configs resolve through these imports.
+__all__ = ["AtomicCheckpointIO", "AutoEarlyStopping", "BestCheckpoint", "LearningRateMonitor", "main", "cli_main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

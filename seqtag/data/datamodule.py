@@ -1,0 +1,416 @@
+"""TaggingDataModule: sources → one schema → training scheme → Arrow-cached ids → bucketed, padded batches.
+
+The vocabulary exists once ``__init__`` returns, so LightningCLI can link ``data.labels``, ``data.vocab_size`` and
+``data.num_chars`` into the model before it is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from seqtag.data import schemes
+from seqtag.data.readers import count_columns, read_dataset, sniff_predict_format
+from seqtag.data.sampler import BucketBatchSampler
+from seqtag.data.vectors import embedding_matrix, load_vectors_cached
+from seqtag.data.vocab import Vocab
+from seqtag.errors import SeqtagInputError
+
+Split = Literal["train", "validation", "test", "predict"]
+
+
+def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Pads encoded sentences into a batch.
+
+    Shape:
+        word_ids, casing_ids, tag_ids: (B, T) long, padded with 0;  char_ids: (B, T, C) long;
+        lengths: (B,) long;  index: (B,) long, the sentences' positions in their split.
+    """
+    batch_size = len(rows)
+    lengths = torch.tensor([len(r["word_ids"]) for r in rows], dtype=torch.long)
+    max_len = int(lengths.max())
+    max_chars = max(len(c) for r in rows for c in r["char_ids"])
+    word_ids = torch.zeros(batch_size, max_len, dtype=torch.long)
+    casing_ids = torch.zeros(batch_size, max_len, dtype=torch.long)
+    tag_ids = torch.zeros(batch_size, max_len, dtype=torch.long)
+    char_ids = torch.zeros(batch_size, max_len, max_chars, dtype=torch.long)
+    for b, row in enumerate(rows):
+        n = len(row["word_ids"])
+        word_ids[b, :n] = torch.as_tensor(row["word_ids"])
+        casing_ids[b, :n] = torch.as_tensor(row["casing_ids"])
+        if len(row["tag_ids"]):
+            tag_ids[b, :n] = torch.as_tensor(row["tag_ids"])
+        for t, chars in enumerate(row["char_ids"]):
+            char_ids[b, t, : len(chars)] = torch.as_tensor(chars)
+    return {
+        "word_ids": word_ids,
+        "char_ids": char_ids,
+        "casing_ids": casing_ids,
+        "tag_ids": tag_ids,
+        "lengths": lengths,
+        "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
+    }
+
+
+class TaggingDataModule(L.LightningDataModule):
+    """Data for a tagger: reading, vocabularies, batches.
+
+    Args:
+        train: training data: a file (CoNLL, CoNLL-U, JSON, parquet), a ``save_to_disk`` folder or a hub name
+            (``owner/name``; ``name:split`` picks a split).
+        validation: validation data, same kinds. Default: None
+        test: test data. Default: None
+        predict: data to tag: any of the above, or plain text with one sentence per line. Default: None
+        format: ``auto``, ``conll``, ``conllu``, ``json``, ``parquet``, ``disk`` or ``hub``. Default: ``auto``
+        token_column: CoNLL column index or field name of the tokens. Default: column 0 / ``tokens``
+        tag_column: CoNLL column index (e.g. -1 for the last), ``upos``/``xpos`` for CoNLL-U, or a field name.
+            Default: the last column / UPOS / ``tags``, ``ner_tags``, ``upos``, ``pos_tags``, ``chunk_tags``
+        hub_config: configuration name of a hub dataset. Default: None
+        encoding: text encoding of files. Default: ``utf-8``
+        scheme: the data's tag scheme: ``auto`` (detected from train), ``IOB1``, ``IOB2``/``BIO``, ``BIOES``,
+            ``BMES``, or ``none`` (labels are plain classes, as in POS tagging). Default: ``auto``
+        train_scheme: the scheme the model learns spans in (``same`` keeps the data's); predictions are written
+            and scored in the data's scheme. Default: ``BIOES``
+        unknown_labels: a validation/test label that training never saw: ``error`` stops with the file's name,
+            ``O`` counts it as outside any span (or, for plain classes, as always wrong) with a warning.
+            Default: ``error``
+        lowercase: look words up lowercased (pair with ``model.casing_dim``). Default: False
+        zero_digits: replace digits by 0 before lookup. Default: False
+        min_count: training words seen fewer times become UNK. Default: 1
+        word_vectors: a GloVe/word2vec/fastText text file (``.gz`` too). Words of any split with a vector join the
+            vocabulary so they keep it. Default: None
+        vocab: a ``vocab.json`` saved with a model, used instead of building one from ``train``. Default: None
+        validation_from_train: when > 0, the last fraction of ``train`` sentences becomes the validation split
+            (for data without a dev set). Default: 0.0
+        batch_size: training sentences per batch. Default: 32
+        eval_batch_size: sentences per batch in evaluation and prediction. Default: 256
+        max_length: training sentences longer than this are left out, with a warning that counts them.
+            Evaluation and prediction always use full sentences. Default: None (keep all)
+        num_workers: DataLoader worker processes. Default: 0
+        cache_dir: the ``datasets`` cache folder. Default: the ``datasets`` default
+        seed: seed of the batch order. Default: 0
+    """
+
+    def __init__(
+        self,
+        train: str | None = None,
+        validation: str | None = None,
+        test: str | None = None,
+        predict: str | None = None,
+        format: str = "auto",
+        token_column: int | str | None = None,
+        tag_column: int | str | None = None,
+        hub_config: str | None = None,
+        encoding: str = "utf-8",
+        scheme: str = "auto",
+        train_scheme: str = "BIOES",
+        unknown_labels: Literal["error", "O"] = "error",
+        lowercase: bool = False,
+        zero_digits: bool = False,
+        min_count: int = 1,
+        word_vectors: str | None = None,
+        vocab: str | None = None,
+        validation_from_train: float = 0.0,
+        batch_size: int = 32,
+        eval_batch_size: int = 256,
+        max_length: int | None = None,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise SeqtagInputError(f"batch_size should be >= 1, got {batch_size} and eval_batch_size {eval_batch_size}")
+        if not 0.0 <= validation_from_train < 1.0:
+            raise SeqtagInputError(f"validation_from_train should be in [0, 1), got {validation_from_train}")
+        if train is None and vocab is None:
+            raise SeqtagInputError("data.train (or data.vocab, a vocab.json saved with a model) is required")
+        self._raw: dict[str, datasets.Dataset] = {}
+        self._encoded: dict[str, datasets.Dataset] = {}
+        self._pretrained: torch.Tensor | None = None
+        if vocab is not None:
+            self.vocab = Vocab.load(vocab)
+            self.data_scheme = self.vocab.data_scheme
+        else:
+            self.vocab = self._build_vocab()
+
+    # ----------------------------------------------------------------------------------------------- reading
+    def _read(self, split: Split) -> datasets.Dataset:
+        if split in self._raw:
+            return self._raw[split]
+        hp = self.hparams
+        source = getattr(hp, split)
+        if split == "validation" and source is None and hp.validation_from_train > 0:
+            train = self._read_train_full()
+            start = len(train) - int(len(train) * hp.validation_from_train)
+            self._raw[split] = train.select(range(start, len(train)))
+            return self._raw[split]
+        if source is None:
+            raise SeqtagInputError(f"data.{split} is not set: give a file, folder or hub name")
+        options: dict[str, Any] = {
+            "format": hp.format,
+            "token_column": hp.token_column,
+            "tag_column": hp.tag_column,
+            "encoding": hp.encoding,
+            "hub_config": hp.hub_config,
+            "split": split,
+            "cache_dir": hp.cache_dir,
+        }
+        if split == "predict":
+            options["with_tags"] = False
+            if hp.format == "auto" and not source.endswith((".conllu", ".json", ".jsonl", ".parquet")):
+                try:
+                    options["format"] = sniff_predict_format(source, hp.encoding)
+                    # A column file with more than the tokens keeps its last column as gold tags.
+                    options["with_tags"] = options["format"] == "conll" and count_columns(source, hp.encoding) > 1
+                except SeqtagInputError:
+                    pass  # read_dataset reports the missing file
+        dataset = read_dataset(source, **options)
+        if split == "train":
+            self._train_full = dataset
+            if hp.validation_from_train > 0:
+                dataset = dataset.select(range(len(dataset) - int(len(dataset) * hp.validation_from_train)))
+        self._raw[split] = dataset
+        return dataset
+
+    def _read_train_full(self) -> datasets.Dataset:
+        self._read("train")
+        return self._train_full
+
+    def _build_vocab(self) -> Vocab:
+        hp = self.hparams
+        train = self._read("train")
+        train_tags = train["tags"]
+        if hp.scheme == "auto":
+            self.data_scheme = schemes.detect_scheme(train_tags)
+        elif hp.scheme.lower() == "none":
+            self.data_scheme = None
+        else:
+            self.data_scheme = schemes.normalize_scheme(hp.scheme)
+        label_set = {t for tags in train_tags for t in tags}
+        if self.data_scheme is None:
+            labels, train_scheme = sorted(label_set), None
+        else:
+            for i, tags in enumerate(train_tags):
+                problem = schemes.validate_tags(tags, self.data_scheme)
+                if problem:
+                    raise SeqtagInputError(f"{hp.train}: sentence {i + 1}: {problem}")
+            train_scheme = self.data_scheme if hp.train_scheme == "same" else schemes.normalize_scheme(hp.train_scheme)
+            types = sorted({schemes.split_tag(t)[1] for t in label_set} - {None})
+            labels = schemes.labels_for_scheme(types, train_scheme)
+        extra: set[str] = set()
+        if hp.word_vectors:
+            probe = Vocab([], [], [], lowercase=hp.lowercase, zero_digits=hp.zero_digits)
+            candidates = {probe.normalize(t) for tokens in train["tokens"] for t in tokens}
+            for split in ("validation", "test", "predict"):
+                if getattr(hp, split) is not None:
+                    candidates |= {probe.normalize(t) for tokens in self._read(split)["tokens"] for t in tokens}
+            vectors, dim = load_vectors_cached(hp.word_vectors, candidates)
+            extra = {w for w in candidates if w in vectors or w.lower() in vectors}
+            self._vectors, self.word_vectors_dim = vectors, dim
+        vocab = Vocab.build(
+            train["tokens"], labels, hp.min_count, hp.lowercase, hp.zero_digits, extra, train_scheme, self.data_scheme
+        )
+        return vocab
+
+    # ----------------------------------------------------------------------------------- values for the model
+    @property
+    def has_validation(self) -> bool:
+        return self.hparams.validation is not None or self.hparams.validation_from_train > 0
+
+    @property
+    def labels(self) -> list[str]:
+        """Labels in the training scheme (what the model predicts)."""
+        return list(self.vocab.labels)
+
+    @property
+    def scheme(self) -> str | None:
+        """The training scheme, None for plain classes."""
+        return self.vocab.scheme
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab.words)
+
+    @property
+    def num_chars(self) -> int:
+        return len(self.vocab.chars)
+
+    def pretrained_embeddings(self) -> torch.Tensor | None:
+        """(V, E) float rows for the word vocabulary from ``word_vectors``, or None."""
+        if not self.hparams.word_vectors or not hasattr(self, "_vectors"):
+            return None
+        if self._pretrained is None:
+            matrix = embedding_matrix(self.vocab.words, self._vectors, self.word_vectors_dim, self.hparams.seed)
+            self._pretrained = torch.from_numpy(matrix)
+        return self._pretrained
+
+    # ------------------------------------------------------------------------------------------------ encoding
+    def to_training_tags(self, tags: list[str], where: str) -> list[str]:
+        """Tags of the data's scheme in the training scheme."""
+        if self.vocab.scheme is None or self.vocab.scheme == self.data_scheme:
+            return tags
+        return schemes.convert(tags, self.data_scheme, self.vocab.scheme)
+
+    def to_data_tags(self, tags: list[str]) -> list[str]:
+        """Predicted tags in the training scheme, back in the data's scheme."""
+        if self.vocab.scheme is None or self.vocab.scheme == self.data_scheme:
+            return tags
+        return schemes.convert(tags, self.vocab.scheme, self.data_scheme)
+
+    def _encode_split(self, split: Split) -> datasets.Dataset:
+        if split in self._encoded:
+            return self._encoded[split]
+        raw = self._read(split)
+        vocab = self.vocab
+        hp = self.hparams
+        source = getattr(hp, split) or hp.train
+        label_index = vocab.label_index
+        unknown: set[str] = set()
+        if split != "predict" and vocab.scheme is not None:
+            for i, tags in enumerate(raw["tags"]):
+                problem = schemes.validate_tags(tags, self.data_scheme)
+                if problem:
+                    raise SeqtagInputError(f"{source}: sentence {i + 1}: {problem}")
+        if split in ("validation", "test"):
+            for tags in raw["tags"]:
+                unknown.update(t for t in self.to_training_tags(tags, source) if t not in label_index)
+            if unknown and hp.unknown_labels == "error":
+                raise SeqtagInputError(
+                    f"{source}: labels never seen in training: {sorted(unknown)} (set data.unknown_labels=O to count "
+                    f"them as outside any span, with a warning)"
+                )
+            if unknown:
+                warnings.warn(f"{source}: labels never seen in training are counted as 'O': {sorted(unknown)}")
+        elif split == "train":
+            pass  # training labels define the label set: all are known
+
+        def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+            out: dict[str, list] = {"word_ids": [], "char_ids": [], "casing_ids": [], "tag_ids": [], "index": indices}
+            for tokens, tags in zip(batch["tokens"], batch["tags"]):
+                ids = vocab.encode_tokens(tokens)
+                for key in ("word_ids", "char_ids", "casing_ids"):
+                    out[key].append(ids[key])
+                if tags:
+                    tags = self.to_training_tags(tags, source)
+                    out["tag_ids"].append([label_index.get(t, label_index.get("O", 0)) for t in tags])
+                else:
+                    out["tag_ids"].append([])
+            return out
+
+        encoded = raw.map(
+            encode,
+            batched=True,
+            with_indices=True,
+            remove_columns=raw.column_names,
+            desc=f"Encoding {split}",
+            # The function closes over this module: name the cache entry ourselves rather than hash it.
+            new_fingerprint=self._fingerprint(raw, split),
+        )
+        if split == "train" and hp.max_length is not None:
+            keep = [i for i, ids in enumerate(encoded["word_ids"]) if len(ids) <= hp.max_length]
+            dropped = len(encoded) - len(keep)
+            if dropped:
+                warnings.warn(
+                    f"{source}: {dropped} training sentences longer than max_length={hp.max_length} left out"
+                )
+                encoded = encoded.select(keep)
+        self._encoded[split] = encoded
+        return encoded
+
+    def _fingerprint(self, raw: datasets.Dataset, split: str) -> str:
+        state = json.dumps([raw._fingerprint, split, self.data_scheme, self.vocab.to_dict()], sort_keys=True)
+        return hashlib.sha256(state.encode()).hexdigest()[:32]
+
+    def setup(self, stage: str | None = None) -> None:
+        needed = {
+            "fit": ["train", "validation"],
+            "validate": ["validation"],
+            "test": ["test"],
+            "predict": ["predict"],
+        }.get(stage or "fit", [])
+        for split in needed:
+            if split == "validation" and self.hparams.validation is None and self.hparams.validation_from_train == 0:
+                continue
+            self._encode_split(split)
+
+    def sentences(self, split: Split) -> datasets.Dataset:
+        """The split as read (string tokens and tags in the data's scheme)."""
+        return self._read(split)
+
+    # ---------------------------------------------------------------------------------------------- batches
+    def _loader(self, split: Split, train: bool) -> DataLoader:
+        dataset = self._encode_split(split)
+        lengths = [len(ids) for ids in dataset["word_ids"]]
+        trainer = self.trainer
+        replicas = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        sampler = BucketBatchSampler(
+            lengths,
+            self.hparams.batch_size if train else self.hparams.eval_batch_size,
+            shuffle=train,
+            num_replicas=replicas,
+            rank=rank,
+            even=train,
+            seed=self.hparams.seed,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.has_validation:
+            return []
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", train=False)
+
+    # ------------------------------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        return {"vocab": self.vocab.to_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = Vocab.from_dict(state_dict["vocab"])
+        if saved.labels != self.vocab.labels:
+            raise SeqtagInputError(
+                f"the checkpoint's labels {saved.labels} differ from the data's {self.vocab.labels}: "
+                f"the model was trained on other data (or another scheme)"
+            )
+        if saved.words != self.vocab.words or saved.chars != self.vocab.chars:
+            raise SeqtagInputError(
+                "the checkpoint's vocabulary differs from the one built from data.train: use the same training data "
+                "and options, or pass data.vocab=<vocab.json saved beside the checkpoint>"
+            )
+
+
+def iter_batches(vocab: Vocab, sentences: list[list[str]], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of raw token lists for tagging from Python, longest-first order kept in ``index``."""
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    for start in range(0, len(order), batch_size):
+        rows = []
+        for i in order[start : start + batch_size]:
+            row = vocab.encode_tokens(sentences[i])
+            row["tag_ids"] = []
+            row["index"] = i
+            rows.append(row)
+        yield collate(rows)

@@ -1,0 +1,405 @@
+"""Readers: every source becomes sentences of ``{"tokens": list[str], "tags": list[str]}``.
+
+Formats: CoNLL column files (space or TAB separated, ``-DOCSTART-`` skipped, ``.gz``), CoNLL-U (UPOS or XPOS,
+multiword ranges ``3-4`` and empty nodes ``8.1`` skipped), plain text for prediction (one sentence per line),
+JSON / JSON lines, parquet, ``Dataset.save_to_disk`` folders and Hugging Face hub names.
+
+Why our own CoNLL reader rather than the ``conll`` builder of ``datasets``: that builder pads or truncates a row
+with the wrong number of columns without a word, and keeps CoNLL-U multiword ranges and empty nodes as tokens.
+Ours refuses bad rows with the file and line; the result still goes through ``Dataset.from_generator``, so it is
+cached as Arrow like any other dataset.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from seqtag.errors import DataFormatError, SeqtagInputError
+
+Sentence = dict[str, list[str]]
+
+# Columns are separated by runs of spaces or TABs only: other Unicode spaces (no-break space, zero-width
+# characters) can be part of a token.
+_COLUMN_SEPARATOR = re.compile(r"[ \t]+")
+
+FILE_FORMATS = ("conll", "conllu", "text", "json", "parquet", "disk", "hub")
+# Field names tried, in order, when a field-based source (JSON, parquet, hub) does not name its tag field.
+TAG_FIELDS = ("tags", "ner_tags", "upos", "pos_tags", "chunk_tags", "labels", "xpos")
+TOKEN_FIELDS = ("tokens", "words", "form")
+
+
+def _open_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    """Yields (line number, line without its end of line), decoding each line on its own.
+
+    Decoding line by line lets a decoding error name the line and the byte offset. A UTF-8 BOM and CRLF line
+    endings are accepted.
+    """
+    if not path.exists():
+        raise SeqtagInputError(f"{path}: no such file")
+    if path.is_dir():
+        raise SeqtagInputError(f"{path}: is a folder, expected a file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    offset = 0
+    with opener(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as err:
+                raise DataFormatError(
+                    path,
+                    lineno,
+                    f"bytes that are not {encoding} at byte offset {offset + err.start} of the file "
+                    f"(set the data `encoding` option if the file uses another encoding)",
+                ) from None
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            offset += len(raw)
+            yield lineno, line.rstrip("\r\n")
+
+
+def read_conll(
+    path: str | Path,
+    token_column: int = 0,
+    tag_column: int | None = -1,
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+) -> Iterator[Sentence]:
+    """Reads a CoNLL column file: one token per line, a blank line between sentences.
+
+    Args:
+        path: the file (``.gz`` is decompressed).
+        token_column: index of the token column. Default: 0
+        tag_column: index of the tag column (negative counts from the end), or None for a file without tags.
+            Default: -1 (the last column, as in CoNLL-2000 and CoNLL-2003).
+        delimiter: column separator; None means runs of spaces or TABs. Default: None
+        encoding: text encoding. Default: ``"utf-8"``
+
+    Yields:
+        ``{"tokens": [...], "tags": [...]}`` per sentence (``tags`` is empty when ``tag_column`` is None).
+
+    Raises:
+        DataFormatError: a row whose number of columns differs from the first row's, a missing column,
+            an empty token, or a file with no sentence.
+    """
+    path = Path(path)
+    tokens: list[str] = []
+    tags: list[str] = []
+    num_columns = None
+    found = False
+    for lineno, line in _open_lines(path, encoding):
+        if not line.strip(" \t"):
+            if tokens:
+                found = True
+                yield {"tokens": tokens, "tags": tags}
+                tokens, tags = [], []
+            continue
+        fields = _COLUMN_SEPARATOR.split(line.strip(" \t")) if delimiter is None else line.split(delimiter)
+        if fields[0] == "-DOCSTART-":
+            continue
+        if num_columns is None:
+            num_columns = len(fields)
+            for name, column in (("token_column", token_column), ("tag_column", tag_column)):
+                if column is not None and not -num_columns <= column < num_columns:
+                    raise DataFormatError(
+                        path, lineno, f"{name}={column} does not exist: the file has {num_columns} columns", line
+                    )
+        elif len(fields) != num_columns:
+            raise DataFormatError(path, lineno, f"expected {num_columns} columns, got {len(fields)}", line)
+        token = fields[token_column]
+        if not token:
+            raise DataFormatError(path, lineno, "empty token", line)
+        tokens.append(token)
+        if tag_column is not None:
+            tag = fields[tag_column]
+            if not tag:
+                raise DataFormatError(path, lineno, "empty tag", line)
+            tags.append(tag)
+    if tokens:
+        found = True
+        yield {"tokens": tokens, "tags": tags}
+    if not found:
+        raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
+
+
+def read_conllu(path: str | Path, tag_field: str = "upos", encoding: str = "utf-8") -> Iterator[Sentence]:
+    """Reads a CoNLL-U file, one sentence per block, tagging syntactic words.
+
+    Multiword-token ranges (``3-4``) and empty nodes (``8.1``) are skipped: the words of a range follow it on
+    lines of their own, and empty nodes are not in the surface text.
+
+    Args:
+        path: the ``.conllu`` file (``.gz`` accepted).
+        tag_field: ``"upos"`` (column 4) or ``"xpos"`` (column 5). Default: ``"upos"``
+        encoding: text encoding. Default: ``"utf-8"``
+
+    Raises:
+        DataFormatError: a row without 10 TAB-separated columns, or a file with no sentence.
+    """
+    columns = {"upos": 3, "xpos": 4}
+    if tag_field not in columns:
+        raise SeqtagInputError(f"tag_column for CoNLL-U should be one of 'upos', 'xpos', got {tag_field!r}")
+    path = Path(path)
+    tag_index = columns[tag_field]
+    tokens: list[str] = []
+    tags: list[str] = []
+    found = False
+    for lineno, line in _open_lines(path, encoding):
+        if not line.strip():
+            if tokens:
+                found = True
+                yield {"tokens": tokens, "tags": tags}
+                tokens, tags = [], []
+            continue
+        if line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 10:
+            raise DataFormatError(path, lineno, f"expected 10 TAB-separated columns, got {len(fields)}", line)
+        word_id = fields[0]
+        if "-" in word_id or "." in word_id:
+            continue
+        if not word_id.isdigit():
+            raise DataFormatError(path, lineno, f"expected an integer word ID, got {word_id!r}", line)
+        if not fields[1]:
+            raise DataFormatError(path, lineno, "empty FORM", line)
+        tokens.append(fields[1])
+        tags.append(fields[tag_index])
+    if tokens:
+        found = True
+        yield {"tokens": tokens, "tags": tags}
+    if not found:
+        raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
+
+
+def read_text(path: str | Path, encoding: str = "utf-8") -> Iterator[Sentence]:
+    """Reads plain text to tag: one sentence per line, tokens separated by whitespace; blank lines skipped."""
+    path = Path(path)
+    found = False
+    for _, line in _open_lines(path, encoding):
+        tokens = line.split()
+        if tokens:
+            found = True
+            yield {"tokens": tokens, "tags": []}
+    if not found:
+        raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
+
+
+def guess_format(source: str) -> str:
+    """The format of a source from its name: a file's extension, a folder's content, else a hub name."""
+    path = Path(_strip_split(source)[0])
+    name = path.name.lower().removesuffix(".gz")
+    if path.is_dir():
+        return "disk"
+    if path.exists():
+        if name.endswith(".conllu"):
+            return "conllu"
+        if name.endswith((".json", ".jsonl")):
+            return "json"
+        if name.endswith(".parquet"):
+            return "parquet"
+        return "conll"
+    if "/" in source and not source.startswith((".", "/", "~")) and source.count("/") == 1:
+        return "hub"
+    raise SeqtagInputError(f"{source}: no such file or folder (and not a Hugging Face hub name like 'owner/name')")
+
+
+def sniff_predict_format(path: str | Path, encoding: str = "utf-8") -> str:
+    """``"conll"`` when the file looks like columns (one token per line, blank lines between sentences), else
+    ``"text"`` (one sentence per line)."""
+    blank = 0
+    widths: set[int] = set()
+    lines = 0
+    for _, line in _open_lines(Path(path), encoding):
+        if not line.strip():
+            blank += 1
+            continue
+        lines += 1
+        widths.add(len(_COLUMN_SEPARATOR.split(line.strip(" \t"))))
+        if lines >= 2000:
+            break
+    return "conll" if (blank > 0 and len(widths) == 1 and max(widths) <= 12) or lines == 1 and widths == {1} else "text"
+
+
+def count_columns(path: str | Path, encoding: str = "utf-8") -> int:
+    """Columns of the first token line of a CoNLL file (0 for a file without one)."""
+    for _, line in _open_lines(Path(path), encoding):
+        fields = _COLUMN_SEPARATOR.split(line.strip(" \t"))
+        if line.strip() and fields[0] != "-DOCSTART-":
+            return len(fields)
+    return 0
+
+
+def _strip_split(source: str) -> tuple[str, str | None]:
+    """``"name:split"`` → (name, split); a plain name → (name, None). Windows drive letters are left alone."""
+    if ":" in source and not Path(source).exists():
+        name, _, split = source.rpartition(":")
+        if name and "/" not in split and len(name) > 1:
+            return name, split
+    return source, None
+
+
+def _field(columns: list[str], wanted: int | str | None, defaults: tuple[str, ...], source: str, what: str) -> str:
+    if isinstance(wanted, str):
+        if wanted not in columns:
+            raise SeqtagInputError(f"{source}: no {what} field {wanted!r}; the fields are {columns}")
+        return wanted
+    for name in defaults:
+        if name in columns:
+            return name
+    raise SeqtagInputError(
+        f"{source}: cannot tell which field holds the {what}s; the fields are {columns} (set the data option "
+        f"{'token_column' if what == 'token' else 'tag_column'} to a field name)"
+    )
+
+
+def _from_hf(dataset: datasets.Dataset, source: str, token_column: Any, tag_column: Any, with_tags: bool):
+    """Yields sentences of a field-based dataset, turning ClassLabel ids into their names."""
+    columns = list(dataset.column_names)
+    token_field = _field(columns, token_column, TOKEN_FIELDS, source, "token")
+    tag_field = _field(columns, tag_column, TAG_FIELDS, source, "tag") if with_tags else None
+    names = None
+    if tag_field is not None:
+        feature = dataset.features[tag_field]
+        inner = getattr(feature, "feature", None)
+        names = getattr(inner, "names", None)
+    for i, row in enumerate(dataset):
+        tokens = [str(t) for t in row[token_field]]
+        tags = []
+        if tag_field is not None:
+            tags = [names[t] if names is not None else str(t) for t in row[tag_field]]
+            if len(tags) != len(tokens):
+                raise DataFormatError(source, i + 1, f"{len(tokens)} tokens but {len(tags)} tags in row {i}")
+        yield {"tokens": tokens, "tags": tags}
+
+
+def iter_sentences(
+    source: str,
+    format: str = "auto",
+    token_column: int | str | None = None,
+    tag_column: int | str | None = None,
+    split: str = "train",
+    with_tags: bool = True,
+    encoding: str = "utf-8",
+    hub_config: str | None = None,
+) -> Iterator[Sentence]:
+    """Sentences from any supported source, each ``{"tokens": [...], "tags": [...]}``.
+
+    Args:
+        source: a file, a ``save_to_disk`` folder or a hub name; ``"name:split"`` picks a split of a folder or
+            hub dataset holding several (otherwise ``split`` is used).
+        format: one of ``"auto"``, ``"conll"``, ``"conllu"``, ``"text"``, ``"json"``, ``"parquet"``, ``"disk"``,
+            ``"hub"``. Default: ``"auto"`` (from the extension; a name like ``owner/name`` that is no file is a
+            hub name).
+        token_column: CoNLL column index, or field name for field-based sources. Default: first column / a field
+            named tokens or words.
+        tag_column: CoNLL column index, ``"upos"``/``"xpos"`` for CoNLL-U, or a field name. Default: the last
+            column / UPOS / the first of ``tags``, ``ner_tags``, ``upos``, ``pos_tags``, ``chunk_tags``.
+        split: the split to take from a multi-split source. Default: ``"train"``
+        with_tags: False for text to tag (CoNLL tag column then optional). Default: True
+        encoding: text encoding of files. Default: ``"utf-8"``
+        hub_config: the configuration name of a hub dataset. Default: None
+    """
+    fmt = guess_format(source) if format == "auto" else format
+    if fmt not in FILE_FORMATS:
+        raise SeqtagInputError(f"format should be one of {('auto',) + FILE_FORMATS}, got {format!r}")
+    name, named_split = _strip_split(source)
+    split = named_split or split
+    if fmt == "conll":
+        tag = (-1 if with_tags else None) if tag_column is None else int(tag_column)
+        return read_conll(name, int(token_column or 0), tag, encoding=encoding)
+    if fmt == "conllu":
+        return read_conllu(name, str(tag_column or "upos"), encoding=encoding)
+    if fmt == "text":
+        return read_text(name, encoding=encoding)
+    if fmt in ("json", "parquet"):
+        if not Path(name).exists():
+            raise SeqtagInputError(f"{name}: no such file")
+        dataset = datasets.load_dataset(fmt, data_files=name, split="train")
+    elif fmt == "disk":
+        loaded = datasets.load_from_disk(name)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise SeqtagInputError(f"{name}: no split {split!r}; the splits are {list(loaded)}")
+            loaded = loaded[split]
+        dataset = loaded
+    else:
+        dataset = load_hub(name, split, hub_config)
+    return _from_hf(dataset, source, token_column, tag_column, with_tags)
+
+
+def load_hub(name: str, split: str, config: str | None = None) -> datasets.Dataset:
+    """A split of a Hugging Face hub dataset (needs internet the first time, then the local cache).
+
+    ``HF_HUB_OFFLINE=1`` makes the lookup use the cache only, without network retries.
+    """
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except Exception as err:  # the hub raises many types: connection, missing repo, missing split
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1 is set: only the local cache is used)" if offline else ""
+        raise SeqtagInputError(f"{name}: cannot load split {split!r} from the Hugging Face hub{hint}: {err}") from err
+
+
+def source_fingerprint(source: str) -> str:
+    """Changes when a local file changes, so the Arrow cache of a source is never stale."""
+    path = Path(_strip_split(source)[0])
+    if path.exists():
+        stat = path.stat()
+        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return source
+
+
+def _generate(**kwargs: Any) -> Iterator[Sentence]:
+    kwargs.pop("fingerprint")
+    yield from iter_sentences(**kwargs)
+
+
+TEXT_FEATURES = datasets.Features(
+    {"tokens": datasets.List(datasets.Value("string")), "tags": datasets.List(datasets.Value("string"))}
+)
+
+
+def read_dataset(source: str, cache_dir: str | None = None, **options: Any) -> datasets.Dataset:
+    """A source as an Arrow-backed ``datasets.Dataset`` with string ``tokens`` and ``tags``.
+
+    Reading is cached by ``datasets`` (keyed on the options and the file's size and modification time).
+    Errors in the file are raised before anything is cached. ``options`` are those of :func:`iter_sentences`.
+    """
+    kwargs = {"source": source, "fingerprint": source_fingerprint(source), **options}
+    fmt = options.get("format", "auto")
+    if fmt == "hub" or (fmt == "auto" and guess_format(source) in ("hub", "disk")):
+        # Already Arrow: read straight from it without a second cache.
+        rows = list(iter_sentences(source, **options))
+        return datasets.Dataset.from_list(rows, features=TEXT_FEATURES)
+    guess_format(source)  # a missing file is reported before datasets sees it
+    try:
+        return datasets.Dataset.from_generator(
+            _generate, features=TEXT_FEATURES, gen_kwargs=kwargs, cache_dir=cache_dir
+        )
+    except Exception as err:
+        # datasets wraps errors raised by the generator in its own type: give the user ours.
+        cause: BaseException | None = err
+        while cause is not None:
+            if isinstance(cause, SeqtagInputError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        raise
+
+
+def to_dataset_dict(splits: dict[str, datasets.Dataset]) -> datasets.DatasetDict:
+    """The splits in the common schema, ``tags`` typed as ``ClassLabel`` over the labels of all splits."""
+    labels = sorted({t for ds in splits.values() for tags in ds["tags"] for t in tags}, key=lambda t: (t != "O", t))
+    features = datasets.Features(
+        {
+            "tokens": datasets.List(datasets.Value("string")),
+            "tags": datasets.List(datasets.ClassLabel(names=labels)),
+        }
+    )
+    return datasets.DatasetDict({name: ds.cast(features) for name, ds in splits.items()})

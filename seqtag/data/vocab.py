@@ -1,0 +1,188 @@
+"""Vocabularies (words, characters, labels) built from the training split, and the encoding of a sentence.
+
+A vocabulary is plain data: it is saved as JSON beside the checkpoints and inside them, so tagging text with a
+trained model needs no pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from seqtag.errors import SeqtagInputError
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+# Characters of a token beyond this are not fed to the character encoder (URLs, runs of dashes): they cost memory
+# and carry no more signal than the first ones.
+MAX_CHARS_PER_TOKEN = 64
+
+# Casing classes (Reimers & Gurevych 2017): what lowercased word vectors cannot see.
+CASINGS = ("<pad>", "numeric", "mainly_numeric", "all_lower", "all_upper", "initial_upper", "contains_digit", "other")
+_DIGITS = re.compile(r"\d")
+
+
+def casing(token: str) -> int:
+    """The casing class id of a token (an index into ``CASINGS``)."""
+    digits = sum(c.isdigit() for c in token)
+    if token.isdigit():
+        return 1
+    if digits / max(len(token), 1) > 0.5:
+        return 2
+    if token.islower():
+        return 3
+    if token.isupper():
+        return 4
+    if token[:1].isupper():
+        return 5
+    if digits:
+        return 6
+    return 7
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Writes a file so that readers see the old content or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Vocab:
+    """Word, character and label vocabularies.
+
+    Args:
+        words: id → normalized word; ids 0 and 1 are PAD and UNK.
+        chars: id → character; ids 0 and 1 are PAD and UNK.
+        labels: id → tag in the training scheme (no UNK: a label is known or an error).
+        word_counts: training count of each word (0 for words kept only because they have a pretrained vector).
+        lowercase: words are looked up lowercased (casing then comes from the casing feature).
+        zero_digits: digits are replaced by 0 before lookup.
+        scheme: the tag scheme the model is trained in (None for non-span labels such as POS tags).
+        data_scheme: the scheme of the dataset's files, used to write predictions and score.
+    """
+
+    words: list[str]
+    chars: list[str]
+    labels: list[str]
+    word_counts: list[int] = field(default_factory=list)
+    lowercase: bool = False
+    zero_digits: bool = False
+    scheme: str | None = None
+    data_scheme: str | None = None
+
+    def __post_init__(self) -> None:
+        self.word_index = {w: i for i, w in enumerate(self.words)}
+        self.char_index = {c: i for i, c in enumerate(self.chars)}
+        self.label_index = {t: i for i, t in enumerate(self.labels)}
+
+    @classmethod
+    def build(
+        cls,
+        train_tokens: Iterable[Sequence[str]],
+        labels: Sequence[str],
+        min_count: int = 1,
+        lowercase: bool = False,
+        zero_digits: bool = False,
+        extra_words: Iterable[str] = (),
+        scheme: str | None = None,
+        data_scheme: str | None = None,
+    ) -> Vocab:
+        """Builds the vocabularies from training sentences.
+
+        Args:
+            train_tokens: the training sentences' tokens.
+            labels: the label list in the training scheme.
+            min_count: words seen fewer times in training become UNK (unless in ``extra_words``). Default: 1
+            extra_words: normalized words to keep whatever their count, e.g. words of any split that have a
+                pretrained vector, so that they keep it. Default: none
+        """
+        if min_count < 1:
+            raise SeqtagInputError(f"min_count should be >= 1, got {min_count}")
+        word_counts: Counter[str] = Counter()
+        char_counts: Counter[str] = Counter()
+        probe = cls([PAD, UNK], [PAD, UNK], list(labels), lowercase=lowercase, zero_digits=zero_digits)
+        for tokens in train_tokens:
+            word_counts.update(probe.normalize(t) for t in tokens)
+            for t in tokens:
+                char_counts.update(t[:MAX_CHARS_PER_TOKEN])
+        extra = set(extra_words)
+        kept = [w for w, c in word_counts.items() if c >= min_count or w in extra]
+        # Frequent words first, ties alphabetical: deterministic on every process.
+        kept.sort(key=lambda w: (-word_counts[w], w))
+        seen = set(kept)
+        kept += sorted(w for w in extra if w not in seen)
+        words = [PAD, UNK] + [w for w in kept if w not in (PAD, UNK)]
+        chars = [PAD, UNK] + sorted(char_counts)
+        counts = [0, 0] + [word_counts.get(w, 0) for w in words[2:]]
+        return cls(words, chars, list(labels), counts, lowercase, zero_digits, scheme, data_scheme)
+
+    def normalize(self, token: str) -> str:
+        """The form under which a token is looked up in ``words``."""
+        if self.lowercase:
+            token = token.lower()
+        if self.zero_digits:
+            token = _DIGITS.sub("0", token)
+        return token
+
+    def encode_tokens(self, tokens: Sequence[str]) -> dict[str, list]:
+        """Ids of one sentence.
+
+        Returns:
+            ``word_ids`` (T,), ``char_ids`` (T, ≤64) ragged, ``casing_ids`` (T,).
+        """
+        word_index, char_index = self.word_index, self.char_index
+        return {
+            "word_ids": [word_index.get(self.normalize(t), UNK_ID) for t in tokens],
+            "char_ids": [[char_index.get(c, UNK_ID) for c in t[:MAX_CHARS_PER_TOKEN]] for t in tokens],
+            "casing_ids": [casing(t) for t in tokens],
+        }
+
+    def encode_tags(self, tags: Sequence[str], where: str = "") -> list[int]:
+        """Label ids of tags already in the training scheme; an unknown label is an error."""
+        try:
+            return [self.label_index[t] for t in tags]
+        except KeyError as err:
+            raise SeqtagInputError(
+                f"{where}label {err.args[0]!r} was never seen in training; the model knows {self.labels}"
+            ) from None
+
+    @property
+    def singleton_ids(self) -> list[int]:
+        """Ids of words seen exactly once in training."""
+        return [i for i, c in enumerate(self.word_counts) if c == 1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Vocab:
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocab:
+        path = Path(path)
+        if not path.exists():
+            raise SeqtagInputError(f"{path}: vocabulary file not found")
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise SeqtagInputError(f"{path}: not a seqtag vocabulary file: {err}") from None

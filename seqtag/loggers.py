@@ -1,0 +1,56 @@
+"""Weights & Biases logging that never blocks: without a login it runs offline by itself and says how to sync."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+
+def wandb_logged_in() -> bool:
+    """True when an API key is available (environment or ~/.netrc), so an online run will not ask for one."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+        hosts = netrc.netrc(path).hosts if os.path.exists(path) else {}
+    except (netrc.NetrcParseError, OSError):
+        return False
+    base = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    return base in hosts
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Lightning's ``WandbLogger`` with ``offline=None`` meaning: online when logged in, offline otherwise.
+
+    ``WANDB_MODE`` (online / offline / disabled) wins when set. Offline runs are written under
+    ``<save_dir>/wandb/offline-run-*``; ``wandb sync <that folder>`` uploads them later.
+
+    Args:
+        project: W&B project. Default: ``seqtag``
+        save_dir: where runs, checkpoints and configs go. Default: ``runs``
+        offline: force offline (True) or online (False); None decides from the login. Default: None
+        kwargs: other ``WandbLogger`` / ``wandb.init`` arguments (``name``, ``group``, ``tags``, ``entity``...).
+    """
+
+    def __init__(
+        self, project: str = "seqtag", save_dir: str = "runs", offline: bool | None = None, **kwargs: Any
+    ) -> None:
+        mode = os.environ.get("WANDB_MODE")
+        if offline is None:
+            offline = mode in ("offline", "dryrun") if mode else not wandb_logged_in()
+        if offline and not mode:
+            os.environ["WANDB_MODE"] = "offline"  # also silences wandb's login prompt in child processes
+        os.makedirs(save_dir, exist_ok=True)
+        kwargs.setdefault("settings", None)
+        if kwargs["settings"] is None:
+            kwargs.pop("settings")
+        super().__init__(project=project, save_dir=save_dir, offline=offline, **kwargs)
+        if offline and mode != "disabled":
+            rank_zero_info(
+                f"W&B: no login found, logging offline under {save_dir}/wandb/. "
+                f"Upload later with: wandb sync {save_dir}/wandb/offline-run-*"
+            )

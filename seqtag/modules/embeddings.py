@@ -1,0 +1,141 @@
+"""Token representations: word vectors, a character CNN or BiLSTM, and a casing feature, concatenated.
+
+(B, T) ids → (B, T, E). The character encoders run only over real tokens (padding positions are skipped, then
+filled with zeros), which matters for batches of uneven sentences.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from seqtag.data.vocab import CASINGS
+
+
+class CharCNN(nn.Module):
+    """Character CNN with max pooling over each token (Ma & Hovy 2016).
+
+    Args:
+        num_chars: character vocabulary size (id 0 is padding).
+        char_dim: character embedding size. Default: 30
+        num_filters: output size per token. Default: 50
+        kernel_size: convolution width in characters. Default: 3
+
+    Shape:
+        char_ids: (N, C) long, N real tokens, padded with 0;  returns: (N, num_filters)
+    """
+
+    def __init__(self, num_chars: int, char_dim: int = 30, num_filters: int = 50, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
+        self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding=kernel_size // 2)
+        self.output_size = num_filters
+
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(char_ids).transpose(1, 2)  # (N, char_dim, C)
+        h = self.conv(x)  # (N, F, C)
+        pad = (char_ids == 0).unsqueeze(1)  # (N, 1, C)
+        return h.masked_fill(pad, torch.finfo(h.dtype).min).amax(dim=2)  # (N, F)
+
+
+class CharLSTM(nn.Module):
+    """Character BiLSTM; a token is the concatenation of its last forward and first backward states (Lample 2016).
+
+    Args:
+        num_chars: character vocabulary size (id 0 is padding).
+        char_dim: character embedding size. Default: 25
+        hidden_size: hidden size per direction. Default: 25
+
+    Shape:
+        char_ids: (N, C) long, padded with 0, every row non-empty;  returns: (N, 2 * hidden_size)
+    """
+
+    def __init__(self, num_chars: int, char_dim: int = 25, hidden_size: int = 25) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
+        self.lstm = nn.LSTM(char_dim, hidden_size, batch_first=True, bidirectional=True)
+        self.output_size = 2 * hidden_size
+
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        lengths = (char_ids != 0).sum(dim=1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(self.embedding(char_ids), lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)  # h_n: (2, N, H)
+        return torch.cat([h_n[0], h_n[1]], dim=-1)  # (N, 2H)
+
+
+class TokenEmbedder(nn.Module):
+    """Word embedding ⊕ character encoding ⊕ casing embedding, with dropout.
+
+    Args:
+        vocab_size: word vocabulary size (0 = PAD, 1 = UNK).
+        num_chars: character vocabulary size.
+        word_dim: word vector size. Default: 100
+        char_encoder: ``"cnn"``, ``"lstm"`` or ``"none"``. Default: ``"cnn"``
+        char_dim: character embedding size. Default: 30
+        char_hidden: CNN filters, or LSTM hidden size per direction. Default: 50
+        casing_dim: casing embedding size; 0 disables the feature. Default: 0
+        freeze_words: keep word vectors fixed in training. Default: False
+        word_dropout: in training, the probability of replacing a word id by UNK. Default: 0.0
+
+    Shape:
+        word_ids, casing_ids: (B, T) long;  char_ids: (B, T, C) long;  mask: (B, T) bool;
+        returns: (B, T, E) with E = ``output_size``
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_chars: int,
+        word_dim: int = 100,
+        char_encoder: str = "cnn",
+        char_dim: int = 30,
+        char_hidden: int = 50,
+        casing_dim: int = 0,
+        freeze_words: bool = False,
+        word_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if char_encoder not in ("cnn", "lstm", "none"):
+            raise ValueError(f"char_encoder should be one of 'cnn', 'lstm', 'none', got {char_encoder!r}")
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"word_dropout should be in [0, 1), got {word_dropout}")
+        self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
+        nn.init.uniform_(self.words.weight, -(3.0 / word_dim) ** 0.5, (3.0 / word_dim) ** 0.5)
+        self.words.weight.data[0] = 0.0
+        self.words.weight.requires_grad_(not freeze_words)
+        self.chars: nn.Module | None = None
+        if char_encoder == "cnn":
+            self.chars = CharCNN(num_chars, char_dim, char_hidden)
+        elif char_encoder == "lstm":
+            self.chars = CharLSTM(num_chars, char_dim, char_hidden)
+        self.casing = nn.Embedding(len(CASINGS), casing_dim, padding_idx=0) if casing_dim > 0 else None
+        self.word_dropout = word_dropout
+        self.output_size = word_dim + (self.chars.output_size if self.chars else 0) + max(casing_dim, 0)
+
+    def load_pretrained(self, matrix: torch.Tensor) -> None:
+        """Copies pretrained rows (V, word_dim) into the word embedding."""
+        expected = tuple(self.words.weight.shape)
+        if tuple(matrix.shape) != expected:
+            raise ValueError(
+                f"Expected pretrained vectors of shape {expected} (vocabulary size, model.word_dim), got "
+                f"{tuple(matrix.shape)}: set model.word_dim to the vectors' dimension {matrix.shape[1]}"
+            )
+        with torch.no_grad():
+            self.words.weight.copy_(matrix)
+
+    def forward(
+        self, word_ids: torch.Tensor, char_ids: torch.Tensor, casing_ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        if self.training and self.word_dropout > 0:
+            drop = torch.rand(word_ids.shape, device=word_ids.device) < self.word_dropout
+            word_ids = word_ids.masked_fill(drop & mask, 1)  # 1 = UNK
+        parts = [self.words(word_ids)]  # (B, T, word_dim)
+        if self.chars is not None:
+            real = self.chars(char_ids[mask])  # (N, F) over real tokens only
+            chars = real.new_zeros(*word_ids.shape, real.shape[-1])
+            chars[mask] = real
+            parts.append(chars)  # (B, T, F)
+        if self.casing is not None:
+            parts.append(self.casing(casing_ids))  # (B, T, casing_dim)
+        return torch.cat(parts, dim=-1)  # (B, T, E)

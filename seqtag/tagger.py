@@ -1,0 +1,279 @@
+"""Tagger: the LightningModule. Token embeddings → BiLSTM → linear → softmax or CRF.
+
+The module holds the science (model, loss, metrics, decoding); devices, precision, DDP, clipping, checkpoints and
+loggers belong to the Trainer. A trained tagger tags Python lists of tokens with :meth:`Tagger.tag`::
+
+    tagger = Tagger.load("runs/.../checkpoints/best.ckpt")
+    tagger.tag([["EU", "rejects", "German", "call"]])   # [['I-ORG', 'O', 'I-MISC', 'O']]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from seqtag.data import schemes
+from seqtag.data.vocab import Vocab
+from seqtag.errors import SeqtagInputError
+from seqtag.metrics import SpanF1, TokenAccuracy
+from seqtag.modules.crf import ConditionalRandomField
+from seqtag.modules.embeddings import TokenEmbedder
+from seqtag.modules.encoder import RNNEncoder
+
+VOCAB_KEY = "seqtag_vocab"
+
+
+def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B,) lengths → (B, T) bool mask, True for real tokens."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]  # (B, T)
+
+
+class Tagger(L.LightningModule):
+    """A BiLSTM(-CRF) sequence tagger.
+
+    Args:
+        labels: the tags the model predicts, in the training scheme (linked from the data).
+        scheme: the training scheme of ``labels`` (``IOB1``, ``IOB2``, ``BIOES``, ``BMES``), or None for plain
+            classes such as POS tags (linked from the data).
+        vocab_size: word vocabulary size (linked from the data).
+        num_chars: character vocabulary size (linked from the data).
+        word_dim: word embedding size; must equal the pretrained vectors' size when the data gives some.
+            Default: 100
+        char_encoder: ``cnn``, ``lstm`` or ``none``. Default: ``cnn``
+        char_dim: character embedding size. Default: 30
+        char_hidden: CNN filters or char-LSTM hidden size per direction. Default: 50
+        casing_dim: casing feature size (0 = off). Default: 0
+        freeze_words: keep the word vectors fixed. Default: False
+        word_dropout: probability of replacing a training word by UNK. Default: 0.0
+        cell: ``lstm``, ``gru`` or ``rnn``. Default: ``lstm``
+        implementation: ``torch`` or ``reference`` (LSTM from its equations). Default: ``torch``
+        hidden_size: encoder hidden size per direction. Default: 200
+        num_layers: encoder layers. Default: 1
+        dropout: dropout on the token representations and on the encoder output (and between layers).
+            Default: 0.5
+        head: ``crf`` (transitions constrained by the scheme) or ``softmax``. Default: ``crf``
+        optimizer: the optimizer, e.g. ``torch.optim.SGD`` with its arguments. Default: Adam (lr 0.001)
+        lr_scheduler: an optional scheduler; ``ReduceLROnPlateau`` watches the validation metric. Default: None
+    """
+
+    def __init__(
+        self,
+        labels: list[str],
+        scheme: str | None = None,
+        vocab_size: int = 2,
+        num_chars: int = 2,
+        word_dim: int = 100,
+        char_encoder: Literal["cnn", "lstm", "none"] = "cnn",
+        char_dim: int = 30,
+        char_hidden: int = 50,
+        casing_dim: int = 0,
+        freeze_words: bool = False,
+        word_dropout: float = 0.0,
+        cell: Literal["lstm", "gru", "rnn"] = "lstm",
+        implementation: Literal["torch", "reference"] = "torch",
+        hidden_size: int = 200,
+        num_layers: int = 1,
+        dropout: float = 0.5,
+        head: Literal["crf", "softmax"] = "crf",
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        if not labels:
+            raise SeqtagInputError("labels should be a non-empty list, got []")
+        if head not in ("crf", "softmax"):
+            raise SeqtagInputError(f"head should be one of 'crf', 'softmax', got {head!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise SeqtagInputError(f"dropout should be in [0, 1), got {dropout}")
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.labels = list(labels)
+        self.scheme = schemes.normalize_scheme(scheme) if scheme else None
+        self.vocab: Vocab | None = None  # set from the data in training, from the checkpoint when loaded
+
+        self.embedder = TokenEmbedder(
+            vocab_size, num_chars, word_dim, char_encoder, char_dim, char_hidden, casing_dim, freeze_words, word_dropout
+        )
+        self.encoder = RNNEncoder(
+            self.embedder.output_size, hidden_size, num_layers, cell, True, dropout, implementation
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.projection = nn.Linear(self.encoder.output_size, len(labels))
+        self.crf = None
+        if head == "crf":
+            constraints = schemes.allowed_transitions(self.labels, self.scheme) if self.scheme else None
+            self.crf = ConditionalRandomField(len(labels), constraints)
+        self.metrics = nn.ModuleDict({stage: self._make_metric() for stage in ("val", "test")})
+
+    def _make_metric(self) -> SpanF1 | TokenAccuracy:
+        return SpanF1(self.labels, self.scheme) if self.scheme else TokenAccuracy()
+
+    @property
+    def monitor(self) -> str:
+        """The validation metric that selects checkpoints and stops training early."""
+        return "val/f1" if self.scheme else "val/acc"
+
+    # ------------------------------------------------------------------------------------------------ model
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Emission scores.
+
+        Shape:
+            batch: ``word_ids``, ``casing_ids`` (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,)
+            returns: (B, T, K)
+        """
+        lengths = batch["lengths"]
+        mask = length_mask(lengths, batch["word_ids"].shape[1])  # (B, T)
+        tokens = self.embedder(batch["word_ids"], batch["char_ids"], batch["casing_ids"], mask)  # (B, T, E)
+        encoded = self.encoder(self.dropout(tokens), lengths)  # (B, T, 2H)
+        return self.projection(self.dropout(encoded))  # (B, T, K)
+
+    def loss(self, emissions: torch.Tensor, tag_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood per sentence (CRF) or mean cross-entropy per token (softmax)."""
+        if self.crf is not None:
+            return -self.crf(emissions, tag_ids, mask).mean()
+        return F.cross_entropy(emissions[mask], tag_ids[mask])
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) emissions → (B, T) best tag ids (Viterbi for the CRF, argmax otherwise)."""
+        if self.crf is not None:
+            return self.crf.decode(emissions, mask)
+        return emissions.argmax(dim=-1).masked_fill(~mask, 0)
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        emissions = self(batch)  # (B, T, K)
+        mask = length_mask(batch["lengths"], emissions.shape[1])  # (B, T)
+        loss = self.loss(emissions, batch["tag_ids"], mask)
+        batch_size = batch["lengths"].shape[0]
+        self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=stage == "train", sync_dist=stage != "train")
+        if stage != "train":
+            self.metrics[stage].update(self.decode(emissions, mask), batch["tag_ids"], mask)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._common_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._common_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._common_step(batch, "test")
+
+    def _log_metric(self, stage: str) -> dict[str, Any]:
+        metric = self.metrics[stage]
+        result = metric.compute()
+        metric.reset()
+        if isinstance(result, dict):
+            for key in ("precision", "recall", "accuracy"):
+                self.log(f"{stage}/{key}", result[key])
+            self.log(f"{stage}/f1", result["f1"], prog_bar=True)
+            for type_, scores in result["per_type"].items():
+                self.log(f"{stage}/f1_{type_}", float(scores["f1"]))
+            return {k: (v if k == "per_type" else float(v)) for k, v in result.items()}
+        self.log(f"{stage}/acc", result, prog_bar=True)
+        return {"accuracy": float(result)}
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metric("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._log_metric("test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[tuple[int, list[str]]]:
+        """Predicted tags of each sentence, in the data's scheme, with the sentence's index in its split."""
+        emissions = self(batch)
+        mask = length_mask(batch["lengths"], emissions.shape[1])
+        return self._to_tags(self.decode(emissions, mask), batch["lengths"], batch["index"])
+
+    def _to_tags(self, tag_ids: torch.Tensor, lengths: torch.Tensor, index: torch.Tensor) -> list:
+        data_scheme = self.vocab.data_scheme if self.vocab is not None else self.scheme
+        out = []
+        for i, row, n in zip(index.tolist(), tag_ids.tolist(), lengths.tolist()):
+            tags = [self.labels[t] for t in row[:n]]
+            if self.scheme and data_scheme and data_scheme != self.scheme:
+                tags = schemes.convert(tags, self.scheme, data_scheme)
+            out.append((i, tags))
+        return out
+
+    # ------------------------------------------------------------------------------------------- optimization
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+    # ---------------------------------------------------------------------------------- data and checkpoints
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            return
+        self.vocab = datamodule.vocab
+        if datamodule.labels != self.labels:
+            raise SeqtagInputError(
+                f"the model's labels {self.labels} differ from the data's {datamodule.labels}"
+            )
+        if stage == "fit":
+            # Restoring a checkpoint (resume) happens after setup, so it overrides these rows.
+            matrix = datamodule.pretrained_embeddings()
+            if matrix is not None:
+                try:
+                    self.embedder.load_pretrained(matrix)
+                except ValueError as err:
+                    raise SeqtagInputError(str(err)) from None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.vocab is not None:
+            checkpoint[VOCAB_KEY] = self.vocab.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if VOCAB_KEY in checkpoint:
+            self.vocab = Vocab.from_dict(checkpoint[VOCAB_KEY])
+
+    # ------------------------------------------------------------------------------------------- tagging API
+    @classmethod
+    def load(cls, checkpoint_path: str | Path, map_location: str | torch.device = "cpu") -> Tagger:
+        """A trained tagger from a checkpoint, loaded without unpickling code (``weights_only=True``)."""
+        path = Path(checkpoint_path)
+        if not path.is_file():
+            raise SeqtagInputError(f"{path}: checkpoint not found")
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        hparams = dict(checkpoint["hyper_parameters"])
+        for key in ("optimizer", "lr_scheduler", "_instantiator", "_class_path"):
+            hparams.pop(key, None)
+        model = cls(**hparams)
+        model.load_state_dict(checkpoint["state_dict"])
+        model.on_load_checkpoint(checkpoint)
+        if model.vocab is None:
+            vocab_file = path.parent / "vocab.json"
+            if not vocab_file.exists():
+                raise SeqtagInputError(f"{path}: the checkpoint holds no vocabulary and {vocab_file} is missing")
+            model.vocab = Vocab.load(vocab_file)
+        return model.eval()
+
+    @torch.inference_mode()
+    def tag(self, sentences: Sequence[Sequence[str] | str], batch_size: int = 256) -> list[list[str]]:
+        """Tags sentences given as token lists (or strings, split on whitespace), in the data's scheme."""
+        from seqtag.data.datamodule import iter_batches
+
+        if self.vocab is None:
+            raise SeqtagInputError("the tagger has no vocabulary: load it with Tagger.load(checkpoint)")
+        token_lists = [s.split() if isinstance(s, str) else list(s) for s in sentences]
+        results: list[list[str]] = [[] for _ in token_lists]
+        nonempty = [i for i, tokens in enumerate(token_lists) if tokens]
+        was_training = self.training
+        self.eval()
+        for batch in iter_batches(self.vocab, [token_lists[i] for i in nonempty], batch_size):
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            for i, tags in self.predict_step(batch, 0):
+                results[nonempty[i]] = tags
+        self.train(was_training)
+        return results
