@@ -60,11 +60,11 @@ def _random_corpus(rng: random.Random, scheme: str) -> tuple[list[list[str]], li
 
 def _mismatches(gold: list[list[str]], pred: list[list[str]], scheme: str) -> list[str]:
     """Differences between seqtag and seqeval on one corpus (chunks, per-type counts and scores, micro scores)."""
-    problems = [
-        f"spans of {tags}"
-        for tags in gold + pred
-        if set(get_spans(tags, scheme)) != _oracle_spans(tags, scheme) or len(set(get_spans(tags, scheme))) != len(get_spans(tags, scheme))
-    ]
+    problems = []
+    for tags in gold + pred:
+        spans = get_spans(tags, scheme)
+        if len(set(spans)) != len(spans) or set(spans) != _oracle_spans(tags, scheme):
+            problems.append(f"spans of {tags}: {spans}")
     report = span_scores(gold, pred, scheme)
     oracle_gold = [_oracle_spelling(tags, scheme) for tags in gold]
     oracle_pred = [_oracle_spelling(tags, scheme) for tags in pred]
@@ -75,7 +75,9 @@ def _mismatches(gold: list[list[str]], pred: list[list[str]], scheme: str) -> li
         return [*problems, f"types {types} != {oracle_types}"]
     for k, type_ in enumerate(types):
         ours = report["per_type"][type_]
-        if ours["support"] != support[k] or (ours["precision"], ours["recall"], ours["f1"]) != pytest.approx((p[k], r[k], f[k])):
+        if ours["support"] != support[k] or (ours["precision"], ours["recall"], ours["f1"]) != pytest.approx(
+            (p[k], r[k], f[k])
+        ):
             problems.append(f"{type_}: {ours} vs {(p[k], r[k], f[k], support[k])}")
     micro = precision_recall_fscore_support(oracle_gold, oracle_pred, average="micro", zero_division=0)[:3]
     if (report["precision"], report["recall"], report["f1"]) != pytest.approx(micro):
@@ -163,7 +165,9 @@ def test_format_conlleval_layout() -> None:
 # --- torchmetrics classes ---
 
 
-def _encode(corpus: list[list[str]], labels: list[str], length: int, pad_id: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode(
+    corpus: list[list[str]], labels: list[str], length: int, pad_id: int = -100
+) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.full((len(corpus), length), pad_id, dtype=torch.long)  # (B, T)
     for b, tags in enumerate(corpus):
         ids[b, : len(tags)] = torch.tensor([labels.index(tag) for tag in tags])
