@@ -75,7 +75,7 @@ class TaggingDataModule(L.LightningDataModule):
             Default: the last column / UPOS / ``tags``, ``ner_tags``, ``upos``, ``pos_tags``, ``chunk_tags``
         hub_config: configuration name of a hub dataset. Default: None
         encoding: text encoding of files. Default: ``utf-8``
-        scheme: the data's tag scheme: ``auto`` (detected from train), ``IOB1``, ``IOB2``/``BIO``, ``BIOES``,
+        tag_scheme: the data's tag scheme: ``auto`` (detected from train), ``IOB1``, ``IOB2``/``BIO``, ``BIOES``,
             ``BMES``, or ``none`` (labels are plain classes, as in POS tagging). Default: ``auto``
         train_scheme: the scheme the model learns spans in (``same`` keeps the data's); predictions are written
             and scored in the data's scheme. Default: ``BIOES``
@@ -110,7 +110,7 @@ class TaggingDataModule(L.LightningDataModule):
         tag_column: int | str | None = None,
         hub_config: str | None = None,
         encoding: str = "utf-8",
-        scheme: str = "auto",
+        tag_scheme: str = "auto",
         train_scheme: str = "BIOES",
         unknown_labels: Literal["error", "O"] = "error",
         lowercase: bool = False,
@@ -190,12 +190,12 @@ class TaggingDataModule(L.LightningDataModule):
         hp = self.hparams
         train = self._read("train")
         train_tags = train["tags"]
-        if hp.scheme == "auto":
+        if hp.tag_scheme == "auto":
             self.data_scheme = schemes.detect_scheme(train_tags)
-        elif hp.scheme.lower() == "none":
+        elif hp.tag_scheme.lower() == "none":
             self.data_scheme = None
         else:
-            self.data_scheme = schemes.normalize_scheme(hp.scheme)
+            self.data_scheme = schemes.normalize_scheme(hp.tag_scheme)
         label_set = {t for tags in train_tags for t in tags}
         if self.data_scheme is None:
             labels, train_scheme = sorted(label_set), None
