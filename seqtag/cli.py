@@ -73,11 +73,16 @@ class SeqtagCLI(LightningCLI):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        # Kept so that `before_instantiate_classes` sees the arguments of `cli_main([...])` too, not only sys.argv.
+        self.given_args = [str(a) for a in (sys.argv[1:] if args is None else args if isinstance(args, list) else [])]
+        super().parse_arguments(parser, args)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand in ("test", "predict", "validate") and config.trainer.get("logger") is not None:
             # Evaluation and tagging need no new W&B run unless one is asked for on the command line.
-            if not any(a.startswith("--trainer.logger") for a in sys.argv):
+            if not any(a.startswith("--trainer.logger") for a in self.given_args):
                 logger = config.trainer.logger
                 if isinstance(logger, dict) or hasattr(logger, "class_path"):
                     config.trainer.logger = False

@@ -1,7 +1,8 @@
 """Span-level precision / recall / F1 (CoNLL ``conlleval`` rules) and token accuracy.
 
 The functional core (``span_counts``, ``token_counts``, ``scores_from_counts``, ``span_scores``) works on tag
-strings and is shared by the torchmetrics classes ``SpanF1`` / ``TokenAccuracy`` and by ``seqtag score``.
+strings and is shared by the torchmetrics classes ``SpanF1`` / ``TokenAccuracy`` and by ``seqtag score``;
+``TagConfusion`` counts gold vs predicted tags per token for the test report.
 ``format_conlleval`` prints a report in the text layout of the conlleval script. Spans come from
 ``seqtag.data.schemes.get_spans``; a predicted span is correct when type, start and end all match a gold span.
 Scores are fractions in 0..1 everywhere except in the conlleval text, which prints percentages.
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
-from seqtag.data.schemes import get_spans, normalize_scheme, split_tag, validate_tags
+from seqtag.data.schemes import convert, get_spans, labels_for_scheme, normalize_scheme, split_tag, validate_tags
 from seqtag.errors import SeqtagInputError
 
 SpanCounts = dict[str, tuple[int, int, int]]  # type -> (true positives, predicted spans, gold spans)
@@ -307,3 +308,82 @@ class TokenAccuracy(Metric):
         if int(self.total_tokens) == 0:
             return torch.tensor(0.0)
         return self.correct_tokens.float() / self.total_tokens
+
+
+class TagConfusion(Metric):
+    """Token-level confusion counts of gold vs predicted tags, in the data's scheme.
+
+    Ids refer to ``labels`` (the model's labels, in ``scheme``). When the data's files use another span scheme,
+    each sentence is rewritten into ``data_scheme`` through its spans before counting, so the matrix shows the tags
+    a user sees in the files. The state is one long count matrix summed across processes.
+
+    Args:
+        labels: label strings; label id ``i`` is ``labels[i]``.
+        scheme: the scheme of ``labels``, or None for plain classes such as POS tags. Default: None
+        data_scheme: the scheme to count in; None or ``scheme`` counts the ids as they are. Default: None
+
+    Attributes:
+        data_labels: the row and column names of the matrix.
+
+    Shape:
+        preds: (B, T) long label ids.
+        target: (B, T) long label ids.
+        mask: (B, T) bool, True for real tokens; None means all True.
+        compute returns: (K_data, K_data) long, rows gold, columns predicted.
+
+    Example:
+        >>> metric = TagConfusion(["O", "B-PER", "I-PER", "E-PER", "S-PER"], "BIOES", "IOB2")
+        >>> metric.data_labels
+        ['O', 'B-PER', 'I-PER']
+        >>> metric.update(torch.tensor([[1, 3, 0]]), torch.tensor([[4, 0, 0]]))
+        >>> metric.compute()
+        tensor([[1, 0, 1],
+                [0, 1, 0],
+                [0, 0, 0]])
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    confusion: torch.Tensor
+
+    def __init__(
+        self, labels: Sequence[str], scheme: str | None = None, data_scheme: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(labels, str) or len(labels) == 0:
+            raise SeqtagInputError(f"labels should be a non-empty sequence of label strings, got {labels!r}")
+        self.labels = list(labels)
+        self.scheme = normalize_scheme(scheme) if scheme else None
+        self.data_scheme = normalize_scheme(data_scheme) if data_scheme and self.scheme else self.scheme
+        if self.data_scheme != self.scheme:
+            types = {split_tag(label)[1] for label in self.labels} - {None}
+            self.data_labels = labels_for_scheme(types, self.data_scheme)
+        else:
+            self.data_labels = list(self.labels)
+        self._data_index = {label: i for i, label in enumerate(self.data_labels)}
+        k = len(self.data_labels)
+        self.add_state("confusion", default=torch.zeros(k, k, dtype=torch.long), dist_reduce_fx="sum")
+
+    def _data_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Ids of the real tokens, flattened sentence by sentence, in ``data_labels``."""
+        if self.data_scheme == self.scheme:
+            return ids[mask]
+        out = []
+        for row, row_mask in zip(ids.tolist(), mask.tolist()):
+            tags = convert([self.labels[i] for i, real in zip(row, row_mask) if real], self.scheme, self.data_scheme)
+            out += [self._data_index[t] for t in tags]
+        return torch.tensor(out, dtype=torch.long, device=ids.device)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Add the tag pairs of a batch's real tokens (see the class docstring for shapes)."""
+        mask = _check_batch(preds, target, mask)
+        k = len(self.data_labels)
+        gold = self._data_ids(target.where(mask, 0), mask)  # (N,)
+        pred = self._data_ids(preds.where(mask, 0), mask)  # (N,)
+        self.confusion += torch.bincount(gold * k + pred, minlength=k * k).view(k, k).to(self.confusion.device)
+
+    def compute(self) -> torch.Tensor:
+        """The count matrix, rows gold and columns predicted."""
+        return self.confusion.clone()

@@ -22,7 +22,7 @@ from torch import nn
 from seqtag.data import schemes
 from seqtag.data.vocab import Vocab
 from seqtag.errors import SeqtagInputError
-from seqtag.metrics import SpanF1, TokenAccuracy
+from seqtag.metrics import SpanF1, TagConfusion, TokenAccuracy
 from seqtag.modules.crf import ConditionalRandomField
 from seqtag.modules.embeddings import TokenEmbedder
 from seqtag.modules.encoder import RNNEncoder
@@ -112,6 +112,7 @@ class Tagger(L.LightningModule):
             constraints = schemes.allowed_transitions(self.labels, self.scheme) if self.scheme else None
             self.crf = ConditionalRandomField(len(labels), constraints)
         self.metrics = nn.ModuleDict({stage: self._make_metric() for stage in ("val", "test")})
+        self.test_confusion: TagConfusion | None = None  # built in setup("test"), once the data's scheme is known
 
     def _make_metric(self) -> SpanF1 | TokenAccuracy:
         return SpanF1(self.labels, self.scheme) if self.scheme else TokenAccuracy()
@@ -155,7 +156,10 @@ class Tagger(L.LightningModule):
         batch_size = batch["lengths"].shape[0]
         self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=stage == "train", sync_dist=stage != "train")
         if stage != "train":
-            self.metrics[stage].update(self.decode(emissions, mask), batch["tag_ids"], mask)
+            preds = self.decode(emissions, mask)  # (B, T)
+            self.metrics[stage].update(preds, batch["tag_ids"], mask)
+            if stage == "test" and self.test_confusion is not None:
+                self.test_confusion.update(preds, batch["tag_ids"], mask)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -186,6 +190,10 @@ class Tagger(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_metric("test")
+        if self.test_confusion is not None:
+            matrix = self.test_confusion.compute()  # (K_data, K_data), summed over processes
+            self.test_confusion.reset()
+            self.test_results["confusion"] = {"labels": self.test_confusion.data_labels, "matrix": matrix.tolist()}
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[tuple[int, list[str]]]:
         """Predicted tags of each sentence, in the data's scheme, with the sentence's index in its split."""
@@ -214,9 +222,13 @@ class Tagger(L.LightningModule):
     # ---------------------------------------------------------------------------------- data and checkpoints
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            self.vocab = datamodule.vocab
+        if stage == "test":
+            data_scheme = self.vocab.data_scheme if self.vocab is not None else self.scheme
+            self.test_confusion = TagConfusion(self.labels, self.scheme, data_scheme)
         if datamodule is None:
             return
-        self.vocab = datamodule.vocab
         if datamodule.labels != self.labels:
             raise SeqtagInputError(
                 f"the model's labels {self.labels} differ from the data's {datamodule.labels}"
