@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             from seqtag.score import score_main
 
             return score_main(argv[1:])
+        if argv[:1] == ["lm"]:
+            from seqtag.lm import lm_main
+
+            return lm_main(argv[1:])
         cli_main([a for a in argv if a != "--debug"])
         return 0
     except SeqtagInputError as err:
