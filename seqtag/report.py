@@ -66,10 +66,11 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines += ["| metric | value |", "|---|---|", f"| token accuracy | {100 * results['accuracy']:.2f} |", ""]
         if not rows:
             return "\n".join(lines)
-    lines += ["| type | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    for name, s in rows:
+    name = "type" if "per_type" in results else "tag"
+    lines += [f"| {name} | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for tag, s in rows:
         lines.append(
-            f"| {name} | {100 * s['precision']:.2f} | {100 * s['recall']:.2f} | {100 * s['f1']:.2f} | {s['support']} |"
+            f"| {tag} | {100 * s['precision']:.2f} | {100 * s['recall']:.2f} | {100 * s['f1']:.2f} | {s['support']} |"
         )
     if "per_type" in results:
         support = sum(s["support"] for _, s in rows)
