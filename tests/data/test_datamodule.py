@@ -1,0 +1,120 @@
+import gzip
+
+import pytest
+import torch
+
+from seqtag.data.datamodule import TaggingDataModule, collate
+from seqtag.data.sampler import BucketBatchSampler
+from seqtag.data.vectors import read_vectors
+from seqtag.data.vocab import Vocab, casing
+from seqtag.errors import SeqtagInputError
+from tests.conftest import write
+
+IOB1 = "EU I-ORG\nrejects O\nGerman I-MISC\ncall O\n\nPeter I-PER\nBlackburn I-PER\n\nin O\nParis I-LOC\n"
+
+
+def make_dm(tmp_path, **kwargs):
+    train = write(tmp_path / "train.conll", IOB1)
+    dev = write(tmp_path / "dev.conll", "Paris I-LOC\nsays O\n\nEU I-ORG\n")
+    return TaggingDataModule(str(train), validation=str(dev), cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+def test_vocab_and_labels_exist_after_init(tmp_path):
+    dm = make_dm(tmp_path)
+    assert dm.data_scheme == "IOB1" and dm.scheme == "BIOES"
+    assert dm.labels[0] == "O" and "S-ORG" in dm.labels and "E-PER" in dm.labels
+    assert dm.vocab.words[:2] == ["<pad>", "<unk>"] and "EU" in dm.vocab.word_index
+    assert dm.vocab_size == len(dm.vocab.words) and dm.num_chars == len(dm.vocab.chars)
+
+
+def test_batches_are_padded_and_tags_in_training_scheme(tmp_path):
+    dm = make_dm(tmp_path)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["word_ids"].shape == batch["tag_ids"].shape == batch["casing_ids"].shape
+    assert batch["char_ids"].dim() == 3 and batch["lengths"].tolist() == [2, 1] or batch["lengths"].tolist() == [1, 2]
+    labels = dm.labels
+    for row, n in zip(batch["tag_ids"].tolist(), batch["lengths"].tolist()):
+        tags = [labels[t] for t in row[:n]]
+        assert tags in (["S-LOC", "O"], ["S-ORG"])
+    # "says" is not a training word
+    unk = dm.vocab.word_index.get("says", 1)
+    assert unk == 1
+
+
+def test_unknown_validation_label_policy(tmp_path):
+    write(tmp_path / "dev2.conll", "Paris I-GPE\n")
+    dm = TaggingDataModule(
+        str(write(tmp_path / "train.conll", IOB1)),
+        validation=str(tmp_path / "dev2.conll"),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    with pytest.raises(SeqtagInputError, match=r"dev2.conll: labels never seen in training: \['S-GPE'\]"):
+        dm.setup("fit")
+    dm = TaggingDataModule(
+        str(tmp_path / "train.conll"), validation=str(tmp_path / "dev2.conll"), unknown_labels="O", cache_dir=str(tmp_path / "c")
+    )
+    with pytest.warns(UserWarning, match="counted as 'O'"):
+        dm.setup("fit")
+
+
+def test_pos_labels_have_no_scheme(tmp_path):
+    train = write(tmp_path / "pos.conll", "The DET\ncat NOUN\n\nruns VERB\n")
+    dm = TaggingDataModule(str(train), cache_dir=str(tmp_path / "cache"))
+    assert dm.scheme is None and dm.labels == ["DET", "NOUN", "VERB"]
+
+
+def test_pretrained_vectors_add_dev_words_and_fill_rows(tmp_path):
+    vectors = tmp_path / "glove.txt.gz"
+    with gzip.open(vectors, "wt") as f:
+        f.write("eu 1 0 0\nparis 0 1 0\nsays 0 0 1\nunused 1 1 1\n")
+    dm = make_dm(tmp_path, word_vectors=str(vectors), lowercase=True)
+    assert "says" in dm.vocab.word_index  # a dev word with a vector keeps it
+    assert "unused" not in dm.vocab.word_index
+    matrix = dm.pretrained_embeddings()
+    assert matrix.shape == (dm.vocab_size, 3)
+    assert matrix[dm.vocab.word_index["paris"]].tolist() == [0.0, 1.0, 0.0]
+    assert matrix[0].abs().sum() == 0
+
+
+def test_word2vec_header_and_case_fallback(tmp_path):
+    path = write(tmp_path / "w2v.vec", "2 2\nParis 0.5 1\nberlin 2 3\n")
+    vectors, dim = read_vectors(path, {"paris", "berlin"})
+    assert dim == 2 and vectors["paris"].tolist() == [0.5, 1.0] and "berlin" in vectors
+
+
+def test_vocab_json_round_trip(tmp_path):
+    vocab = Vocab.build([["EU", "EU", "rejects"]], ["O", "B-ORG"], min_count=2)
+    assert vocab.words == ["<pad>", "<unk>", "EU"]
+    vocab.save(tmp_path / "vocab.json")
+    again = Vocab.load(tmp_path / "vocab.json")
+    assert again.words == vocab.words and again.encode_tokens(["EU", "x"])["word_ids"] == [2, 1]
+    assert casing("Paris") == 5 and casing("1999") == 1 and casing("EU") == 4
+
+
+def test_bucket_sampler_covers_each_sentence_once_across_ranks():
+    lengths = [3, 7, 1, 9, 4, 4, 2, 8, 5, 6, 10]
+    seen = []
+    for rank in range(2):
+        sampler = BucketBatchSampler(lengths, 3, shuffle=False, num_replicas=2, rank=rank, even=False)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        seen += [i for b in batches for i in b]
+    assert sorted(seen) == list(range(len(lengths)))
+    train = [list(BucketBatchSampler(lengths, 2, num_replicas=2, rank=r, pool_factor=2)) for r in range(2)]
+    assert len(train[0]) == len(train[1])  # DDP steps in lock-step
+    s = BucketBatchSampler(lengths, 2, pool_factor=2)
+    first = list(s)
+    s.set_epoch(1)
+    assert sorted(i for b in first for i in b) == list(range(11)) and list(s) != first
+
+
+def test_collate_shapes():
+    rows = [
+        {"word_ids": [2, 3], "char_ids": [[2], [3, 4]], "casing_ids": [1, 1], "tag_ids": [0, 1], "index": 0},
+        {"word_ids": [2], "char_ids": [[2, 2, 2]], "casing_ids": [1], "tag_ids": [1], "index": 1},
+    ]
+    batch = collate(rows)
+    assert batch["char_ids"].shape == (2, 2, 3)
+    assert batch["lengths"].tolist() == [2, 1] and batch["tag_ids"][1].tolist() == [1, 0]
+    assert torch.equal(batch["index"], torch.tensor([0, 1]))

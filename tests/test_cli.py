@@ -1,0 +1,148 @@
+"""End to end through the real `seqtag` entry point: fit → test → predict, config printing, W&B offline."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqtag.tagger import Tagger
+from tests.conftest import write
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "seqtag" / "examples" / "quickstart"
+
+
+def seqtag(*args, env=None, cwd=None, check=True):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-m", "seqtag.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd or ROOT,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"seqtag {' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def small_split(tmp_path, name, count):
+    text = (QUICKSTART / f"{name}.conll").read_text().split("\n\n")[:count]
+    return write(tmp_path / f"{name}.conll", "\n\n".join(text) + "\n")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    train, dev, test = small_split(tmp, "train", 300), small_split(tmp, "dev", 60), small_split(tmp, "test", 61)
+    args = [
+        "--config", ROOT / "configs" / "quickstart.yaml",
+        "--data.train", train, "--data.validation", dev, "--data.test", test,
+        "--data.cache_dir", tmp / "cache",
+        "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", tmp / "runs",
+    ]  # fmt: skip
+    fit = seqtag("fit", *args, "--trainer.max_epochs", 3)
+    best = Path(fit.stdout.split("Best checkpoint: ")[1].split()[0])
+    if not best.is_absolute():
+        best = ROOT / best
+    return tmp, args, best
+
+
+def test_fit_writes_checkpoints_vocab_and_config(trained):
+    tmp, _, best = trained
+    folder = best.parent
+    assert best.name == "best.ckpt" and (folder / "last.ckpt").exists()
+    vocab = json.loads((folder / "vocab.json").read_text())
+    assert vocab["scheme"] == "BIOES" and vocab["data_scheme"] == "IOB2" and "Anna" in vocab["words"]
+    configs = list((tmp / "runs").rglob("config.yaml"))
+    assert configs and "hidden_size: 64" in configs[0].read_text()
+
+
+def test_test_prints_and_writes_span_scores(trained):
+    tmp, args, best = trained
+    result = seqtag("test", *args, "--ckpt_path", best)
+    assert "| **overall** |" in result.stdout
+    report = json.loads((best.parent / "test_report.json").read_text())
+    assert 0.5 < report["f1"] <= 1.0
+    assert set(report["per_type"]) == {"LOC", "MISC", "ORG", "PER"}
+    assert sum(t["support"] for t in report["per_type"].values()) > 60
+
+
+def test_predict_text_and_conll(trained):
+    tmp, args, best = trained
+    text = write(tmp / "sentences.txt", "Anna Schmidt flew to Tokyo .\n\nShares of Siemens fell in Berlin trading .\n")
+    out = tmp / "pred.conll"
+    seqtag("predict", *args, "--ckpt_path", best, "--data.predict", text, "--predict_output", out)
+    blocks = out.read_text().strip().split("\n\n")
+    assert len(blocks) == 2
+    first = [line.split() for line in blocks[0].splitlines()]
+    assert [tok for tok, _ in first] == ["Anna", "Schmidt", "flew", "to", "Tokyo", "."]
+    assert all(tag == "O" or tag[:2] in ("B-", "I-") for _, tag in first)  # written in the data's scheme (IOB2)
+    # A column file with gold tags gives token, gold, predicted: a file `seqtag score` reads.
+    gold = tmp / "test.conll"
+    scored = tmp / "scored.conll"
+    seqtag("predict", *args, "--ckpt_path", best, "--data.predict", gold, "--predict_output", scored)
+    line = scored.read_text().splitlines()[0].split()
+    assert len(line) == 3
+    result = seqtag("score", scored, "--json")
+    report = json.loads(result.stdout)
+    test_report = json.loads((best.parent / "test_report.json").read_text())
+    assert report["f1"] == pytest.approx(test_report["f1"], abs=1e-9)
+
+
+def test_python_api_tags_text(trained):
+    _, _, best = trained
+    tagger = Tagger.load(best)
+    tags = tagger.tag(["Anna Schmidt flew to Tokyo .", ["in", "Berlin"], []])
+    assert len(tags[0]) == 6 and len(tags[1]) == 2 and tags[2] == []
+    assert tags[1][1].endswith("LOC")
+
+
+def test_print_config_shows_effective_defaults():
+    result = seqtag("fit", "--config", ROOT / "configs" / "conll2003.yaml", "--print_config")
+    assert "class_path: torch.optim.Adam" in result.stdout
+    assert "hidden_size: 200" in result.stdout and "patience: 8" in result.stdout
+    assert "seqtag.loggers.WandbLogger" in result.stdout
+
+
+def test_wandb_runs_offline_without_login(tmp_path):
+    """No login and no WANDB_MODE: the run goes offline by itself, never blocks, and leaves its files."""
+    train = small_split(tmp_path, "train", 40)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    environment.update(HOME=str(tmp_path), OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "seqtag.cli", "fit", "--config", str(ROOT / "configs" / "quickstart.yaml"),
+         "--data.train", str(train), "--data.validation", str(train), "--data.cache_dir", str(tmp_path / "cache"),
+         "--trainer.max_epochs", "1", "--trainer.enable_progress_bar=false",
+         "--trainer.logger.init_args.save_dir", str(tmp_path / "wb"), "--trainer.default_root_dir", str(tmp_path)],
+        capture_output=True, text=True, env=environment, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("*.wandb")), "the offline run holds its event log"
+    assert "wandb sync" in result.stdout + result.stderr
+    checkpoints = list((tmp_path / "wb").rglob("best.ckpt"))
+    assert checkpoints
+
+
+def test_real_data_smoke(shared_data, tmp_path):
+    """A few batches of CoNLL-2003 with GloVe: the real files load, train and score."""
+    result = seqtag(
+        "fit", "--config", ROOT / "configs" / "conll2003.yaml",
+        "--data.train", shared_data / "conll2003" / "eng.train",
+        "--data.validation", shared_data / "conll2003" / "eng.testa",
+        "--data.test", shared_data / "conll2003" / "eng.testb",
+        "--data.word_vectors", shared_data / "embeddings" / "glove.6B.50d.filtered.txt.gz",
+        "--data.cache_dir", tmp_path / "cache",
+        "--trainer.max_epochs", 1, "--trainer.limit_train_batches", 30, "--trainer.limit_val_batches", 4,
+        "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", tmp_path,
+    )  # fmt: skip
+    best = Path(result.stdout.split("Best checkpoint: ")[1].split()[0])
+    tagger = Tagger.load(best if best.is_absolute() else ROOT / best)
+    assert tagger.vocab.data_scheme == "IOB1" and tagger.scheme == "BIOES"
+    assert len(tagger.vocab.words) > 20000  # train words plus dev words with a GloVe vector
