@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -35,12 +37,45 @@ class BestCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` keeping ``best.ckpt`` and ``last.ckpt``; ``monitor="auto"`` watches the model's own
     validation metric (``val/f1`` for spans, ``val/acc`` for plain classes). Writes ``vocab.json`` beside them."""
 
-    def __init__(self, monitor: str = "auto", filename: str = "best", save_last: bool = True, **kwargs: Any) -> None:
-        kwargs.setdefault("mode", "max")
-        kwargs.setdefault("auto_insert_metric_name", False)
-        kwargs.setdefault("enable_version_counter", False)
-        super().__init__(monitor=None if monitor == "auto" else monitor, filename=filename, save_last=save_last, **kwargs)
+    # mode, auto_insert_metric_name and enable_version_counter are named here, not set in **kwargs: LightningCLI
+    # fills **kwargs with ModelCheckpoint's own defaults (mode="min"), which would then win.
+    def __init__(
+        self,
+        monitor: str = "auto",
+        filename: str = "best",
+        save_last: bool = True,
+        mode: str = "max",
+        auto_insert_metric_name: bool = False,
+        enable_version_counter: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            monitor=None if monitor == "auto" else monitor,
+            filename=filename,
+            save_last=save_last,
+            mode=mode,
+            auto_insert_metric_name=auto_insert_metric_name,
+            enable_version_counter=enable_version_counter,
+            **kwargs,
+        )
         self._auto = monitor == "auto"
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_skipped(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_skipped(trainer)
+
+    def _save_last_if_skipped(self, trainer: L.Trainer) -> None:
+        # ModelCheckpoint writes last.ckpt only in a step that also wrote a top-k checkpoint; a run killed after
+        # epochs without improvement would then resume from an older epoch. last.ckpt is always the latest epoch.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            if self._last_global_step_saved != trainer.global_step:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._auto:
@@ -68,9 +103,47 @@ class AutoEarlyStopping(EarlyStopping):
             self.monitor = getattr(pl_module, "monitor", "val/loss")
             if trainer.datamodule is not None and not getattr(trainer.datamodule, "has_validation", True):
                 self.monitor = "train/loss"
-                self.mode, self.monitor_op = "min", torch.lt
+                self.mode = "min"  # `monitor_op` follows `mode`
+                self.min_delta = -abs(self.min_delta)
                 self.best_score = torch.tensor(torch.inf)
         super().setup(trainer, pl_module, stage)
+
+
+class RandomStateCheckpoint(Callback):
+    """Saves the global random state (torch, CUDA, numpy, Python) in each checkpoint and puts it back when training
+    resumes, so a resumed run draws the same dropout masks and DataLoader seeds as a run that was never stopped.
+
+    The state is put back at the start of training, not when the checkpoint is read, because Lightning reads
+    checkpoints before work that may draw random numbers of its own. All values are tensors, numbers and tuples, so
+    checkpoints still load with ``torch.load(weights_only=True)``. Under DDP the state of rank 0 is saved.
+    """
+
+    def __init__(self) -> None:
+        self._to_restore: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self._to_restore = self._to_restore, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

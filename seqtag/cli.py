@@ -28,6 +28,7 @@ from seqtag.callbacks import (  # noqa: E402
     AutoEarlyStopping,
     BestCheckpoint,
     PredictionWriter,
+    RandomStateCheckpoint,
     RunConfigCallback,
 )
 from seqtag.data.datamodule import TaggingDataModule  # noqa: E402
@@ -71,7 +72,11 @@ class SeqtagCLI(LightningCLI):
         plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, AtomicCheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        # Resuming with --ckpt_path continues the random draws where the checkpoint left them.
+        if not any(isinstance(c, RandomStateCheckpoint) for c in trainer.callbacks):
+            trainer.callbacks.append(RandomStateCheckpoint())
+        return trainer
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         # Kept so that `before_instantiate_classes` sees the arguments of `cli_main([...])` too, not only sys.argv.

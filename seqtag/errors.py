@@ -30,3 +30,7 @@ class DataFormatError(SeqtagInputError):
         super().__init__(text)
         self.path = str(path)
         self.lineno = lineno
+
+
+class NonFiniteLossError(SeqtagInputError):
+    """The training loss became NaN or infinite (usually a learning rate too high for the data)."""

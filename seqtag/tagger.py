@@ -21,7 +21,7 @@ from torch import nn
 
 from seqtag.data import schemes
 from seqtag.data.vocab import Vocab
-from seqtag.errors import SeqtagInputError
+from seqtag.errors import NonFiniteLossError, SeqtagInputError
 from seqtag.metrics import SpanF1, TagConfusion, TokenAccuracy
 from seqtag.modules.crf import ConditionalRandomField
 from seqtag.modules.embeddings import TokenEmbedder
@@ -153,6 +153,13 @@ class Tagger(L.LightningModule):
         emissions = self(batch)  # (B, T, K)
         mask = length_mask(batch["lengths"], emissions.shape[1])  # (B, T)
         loss = self.loss(emissions, batch["tag_ids"], mask)
+        if stage == "train" and not torch.isfinite(loss):
+            # Raised before backward, so the weights (and every checkpoint written so far) stay finite.
+            raise NonFiniteLossError(
+                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: training "
+                f"stopped, the checkpoints written so far are kept (lower the learning rate, or set "
+                f"trainer.gradient_clip_val)"
+            )
         batch_size = batch["lengths"].shape[0]
         self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=stage == "train", sync_dist=stage != "train")
         if stage != "train":
@@ -247,6 +254,23 @@ class Tagger(L.LightningModule):
             checkpoint[VOCAB_KEY] = self.vocab.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Called before the weights are copied: a checkpoint for other data fails here with a sentence, not with
+        # torch's list of size mismatches.
+        saved = checkpoint.get("hyper_parameters", {})
+        if "labels" in saved and list(saved["labels"]) != self.labels:
+            raise SeqtagInputError(
+                f"the checkpoint's labels {list(saved['labels'])} differ from the data's {self.labels}: the model was "
+                f"trained on other data (or another scheme)"
+            )
+        own = self.state_dict()
+        for name, tensor in checkpoint.get("state_dict", {}).items():
+            if name in own and tuple(tensor.shape) != tuple(own[name].shape):
+                differ = {k: (v, self.hparams[k]) for k, v in saved.items() if self.hparams.get(k, v) != v}
+                raise SeqtagInputError(
+                    f"the checkpoint does not fit this model: {name} has shape {tuple(tensor.shape)} in the checkpoint "
+                    f"and {tuple(own[name].shape)} here; hyperparameters that differ (checkpoint, now): {differ} (use "
+                    f"the training's data and model options, or data.vocab=<the vocab.json beside the checkpoint>)"
+                )
         if VOCAB_KEY in checkpoint:
             self.vocab = Vocab.from_dict(checkpoint[VOCAB_KEY])
 

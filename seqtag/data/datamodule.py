@@ -369,6 +369,9 @@ class TaggingDataModule(L.LightningDataModule):
             collate_fn=collate,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            # Its own generator for the workers' base seed: drawing it from the global RNG at each new iterator
+            # would shift dropout masks between a resumed run and an uninterrupted one.
+            generator=torch.Generator().manual_seed(self.hparams.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

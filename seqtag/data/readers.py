@@ -100,6 +100,13 @@ def read_conll(
                 yield {"tokens": tokens, "tags": tags}
                 tokens, tags = [], []
             continue
+        if delimiter is None and "\t" in line:
+            # Splitting on runs of TABs would silently shift the columns after an empty field.
+            cells = line.rstrip(" \t").split("\t")
+            empty = [i for i, cell in enumerate(cells) if not cell.strip(" ")]
+            if empty:
+                what = "empty token" if empty[0] == token_column % len(cells) else "empty field"
+                raise DataFormatError(path, lineno, f"{what} (column {empty[0] + 1} of this TAB-separated line)", line)
         fields = _COLUMN_SEPARATOR.split(line.strip(" \t")) if delimiter is None else line.split(delimiter)
         if fields[0] == "-DOCSTART-":
             continue
@@ -323,7 +330,12 @@ def iter_sentences(
             raise SeqtagInputError(f"{name}: no such file")
         dataset = datasets.load_dataset(fmt, data_files=name, split="train")
     elif fmt == "disk":
-        loaded = datasets.load_from_disk(name)
+        try:
+            loaded = datasets.load_from_disk(name)
+        except FileNotFoundError:
+            raise SeqtagInputError(
+                f"{name}: is a folder but not a dataset saved with `save_to_disk`; give a data file instead"
+            ) from None
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise SeqtagInputError(f"{name}: no split {split!r}; the splits are {list(loaded)}")

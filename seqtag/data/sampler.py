@@ -59,6 +59,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         """Called by Lightning at the start of each epoch so each epoch has its own order."""
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> BucketBatchSampler:
+        """Lightning calls ``set_epoch`` on ``batch_sampler.sampler``, not on the batch sampler itself: without this
+        every epoch would repeat the first one's order. The epoch it passes is restored on resume."""
+        return self
+
     def _all_batches(self) -> list[list[int]]:
         n = len(self.lengths)
         if not self.shuffle:
