@@ -33,11 +33,19 @@ class WandbLogger(_LightningWandbLogger):
         project: W&B project. Default: ``seqtag``
         save_dir: where runs, checkpoints and configs go. Default: ``runs``
         offline: force offline (True) or online (False); None decides from the login. Default: None
+        name: the run's display name. Default: chosen by W&B
+        group: W&B group, e.g. the seeds of one benchmark. Default: None
         kwargs: other ``WandbLogger`` / ``wandb.init`` arguments (``name``, ``group``, ``tags``, ``entity``...).
     """
 
     def __init__(
-        self, project: str = "seqtag", save_dir: str = "runs", offline: bool | None = None, **kwargs: Any
+        self,
+        project: str = "seqtag",
+        save_dir: str = "runs",
+        offline: bool | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        **kwargs: Any,
     ) -> None:
         mode = os.environ.get("WANDB_MODE")
         if offline is None:
@@ -48,7 +56,9 @@ class WandbLogger(_LightningWandbLogger):
         kwargs.setdefault("settings", None)
         if kwargs["settings"] is None:
             kwargs.pop("settings")
-        super().__init__(project=project, save_dir=save_dir, offline=offline, **kwargs)
+        if group is not None:
+            kwargs["group"] = group  # passed on to wandb.init: runs of one benchmark's seeds together
+        super().__init__(name=name, project=project, save_dir=save_dir, offline=offline, **kwargs)
         if offline and mode != "disabled":
             rank_zero_info(
                 f"W&B: no login found, logging offline under {save_dir}/wandb/. "
