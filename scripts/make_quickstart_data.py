@@ -14,10 +14,45 @@ from pathlib import Path
 
 FIRST = "Anna Peter Maria John Li Wei Fatima Carlos Sofia Ivan Aisha Kenji Olga Pierre Hannah Diego Amara Lars Mei Omar".split()
 LAST = "Schmidt Johnson Rossi Nakamura Okafor Garcia Novak Dubois Larsen Chen Haddad Kowalski Silva Murphy Ivanova Tanaka".split()
-LOC = ["Berlin", "Paris", "Lagos", "Tokyo", "New York", "Buenos Aires", "Cairo", "Oslo", "Mumbai", "Lima", "Toronto",
-       "Nairobi", "Madrid", "Seoul", "Rio de Janeiro", "Germany", "Brazil", "Kenya", "Japan", "Canada", "the Alps"]
-ORG = ["Siemens", "the United Nations", "Reuters", "Toyota", "the World Bank", "Acme Corp", "Nordic Rail",
-       "the Red Cross", "Bank of Canada", "Real Madrid", "Apex Labs", "Globex", "the European Commission", "UNESCO"]
+LOC = [
+    "Berlin",
+    "Paris",
+    "Lagos",
+    "Tokyo",
+    "New York",
+    "Buenos Aires",
+    "Cairo",
+    "Oslo",
+    "Mumbai",
+    "Lima",
+    "Toronto",
+    "Nairobi",
+    "Madrid",
+    "Seoul",
+    "Rio de Janeiro",
+    "Germany",
+    "Brazil",
+    "Kenya",
+    "Japan",
+    "Canada",
+    "the Alps",
+]
+ORG = [
+    "Siemens",
+    "the United Nations",
+    "Reuters",
+    "Toyota",
+    "the World Bank",
+    "Acme Corp",
+    "Nordic Rail",
+    "the Red Cross",
+    "Bank of Canada",
+    "Real Madrid",
+    "Apex Labs",
+    "Globex",
+    "the European Commission",
+    "UNESCO",
+]
 MISC = ["German", "French", "Olympic", "Nobel", "Japanese", "Brazilian", "Christmas", "World Cup", "Euro", "English"]
 # Names that only dev and test use, so the scores say how well the tagger generalises from context and spelling.
 UNSEEN = {

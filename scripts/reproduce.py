@@ -79,13 +79,22 @@ def run_seed(bench: str, seed: int, data_root: Path, out: Path, extra: list[str]
         f"--trainer.logger.init_args.group={bench}",
     ]
     start = time.perf_counter()
-    stdout = run(["fit", *common, f"--seed_everything={seed}", f"--trainer.default_root_dir={root}", *logger, *extra], root.with_suffix(".fit.log"))
+    stdout = run(
+        ["fit", *common, f"--seed_everything={seed}", f"--trainer.default_root_dir={root}", *logger, *extra],
+        root.with_suffix(".fit.log"),
+    )
     fit_seconds = time.perf_counter() - start
     best = Path(stdout.split("Best checkpoint: ")[-1].split()[0])
     epochs = torch.load(best.parent / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] + 1
     run(["test", *common, f"--ckpt_path={best}", f"--trainer.default_root_dir={root}"], root.with_suffix(".test.log"))
     report = json.loads((best.parent / "test_report.json").read_text())
-    return {"seed": seed, "score": 100 * report[spec["metric"]], "epochs": epochs, "minutes": fit_seconds / 60, "ckpt": str(best)}
+    return {
+        "seed": seed,
+        "score": 100 * report[spec["metric"]],
+        "epochs": epochs,
+        "minutes": fit_seconds / 60,
+        "ckpt": str(best),
+    }
 
 
 def main() -> None:
@@ -109,7 +118,9 @@ def main() -> None:
         mean = statistics.mean(scores)
         std = statistics.stdev(scores) if len(scores) > 1 else 0.0
         metric = "F1" if BENCHMARKS[bench]["metric"] == "f1" else "accuracy"
-        per_seed = ", ".join(f"seed {r['seed']}: {r['score']:.2f} ({r['epochs']} ep, {r['minutes']:.1f} min)" for r in results)
+        per_seed = ", ".join(
+            f"seed {r['seed']}: {r['score']:.2f} ({r['epochs']} ep, {r['minutes']:.1f} min)" for r in results
+        )
         command = "python scripts/reproduce.py " + " ".join(sys.argv[1:])
         lines = [
             f"\n### {bench}: test {metric} {mean:.2f} ± {std:.2f} (mean ± std of {len(scores)} seeds)\n",

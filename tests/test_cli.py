@@ -26,7 +26,9 @@ def seqtag(*args, env=None, cwd=None, check=True):
         timeout=600,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"seqtag {' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"seqtag {' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 

@@ -52,7 +52,10 @@ def test_unknown_validation_label_policy(tmp_path):
     with pytest.raises(SeqtagInputError, match=r"dev2.conll: labels never seen in training: \['S-GPE'\]"):
         dm.setup("fit")
     dm = TaggingDataModule(
-        str(tmp_path / "train.conll"), validation=str(tmp_path / "dev2.conll"), unknown_labels="O", cache_dir=str(tmp_path / "c")
+        str(tmp_path / "train.conll"),
+        validation=str(tmp_path / "dev2.conll"),
+        unknown_labels="O",
+        cache_dir=str(tmp_path / "c"),
     )
     with pytest.warns(UserWarning, match="counted as 'O'"):
         dm.setup("fit")

@@ -142,7 +142,9 @@ def test_json_parquet_and_disk_share_the_schema(tmp_path):
     dataset.to_parquet(str(tmp_path / "train.parquet"))
     assert list(iter_sentences(str(tmp_path / "train.parquet"))) == expected
     json_path = tmp_path / "train.jsonl"
-    json_path.write_text("\n".join(json.dumps({"words": r["tokens"], "tags": t["tags"]}) for r, t in zip(rows, expected)))
+    json_path.write_text(
+        "\n".join(json.dumps({"words": r["tokens"], "tags": t["tags"]}) for r, t in zip(rows, expected))
+    )
     assert list(iter_sentences(str(json_path))) == expected
 
 
