@@ -12,8 +12,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-FIRST = "Anna Peter Maria John Li Wei Fatima Carlos Sofia Ivan Aisha Kenji Olga Pierre Hannah Diego Amara Lars Mei Omar".split()
-LAST = "Schmidt Johnson Rossi Nakamura Okafor Garcia Novak Dubois Larsen Chen Haddad Kowalski Silva Murphy Ivanova Tanaka".split()
+FIRST = (
+    "Anna Peter Maria John Li Wei Fatima Carlos Sofia Ivan Aisha Kenji Olga Pierre Hannah Diego Amara Lars Mei Omar"
+).split()
+LAST = (
+    "Schmidt Johnson Rossi Nakamura Okafor Garcia Novak Dubois Larsen Chen Haddad Kowalski Silva Murphy Ivanova Tanaka"
+).split()
 LOC = [
     "Berlin",
     "Paris",
