@@ -1,0 +1,247 @@
+"""Speed benchmark of a seqtag config: training and decoding throughput, word-vector loading time, peak memory.
+
+    .venv/bin/python scripts/bench_speed.py --config configs/bench/ncrfpp_size.yaml --threads 2
+    .venv/bin/python scripts/bench_speed.py --config configs/bench/flair_size.yaml --threads 2 \
+        --append docs/benchmarks.md
+    .venv/bin/python scripts/bench_speed.py --config configs/bench/flair_size.yaml --device cuda --precision bf16-mixed
+
+The model and data module are built from the config by ``seqtag.cli.cli_main(..., run=False)``; paths in the config
+that start with ``data/`` are resolved under ``--data-root``, and any further ``--section.key value`` arguments are
+passed on to the CLI (e.g. ``--data.batch_size 10``). What is timed:
+
+* training: ``Tagger.training_step`` + backward + gradient clipping (5.0, the trainer default) + optimizer step over
+  ``--epochs`` full epochs of ``data.train`` after ``--warmup`` batches; batches are collated beforehand, so
+  data loading is excluded.
+* decoding: emissions + Viterbi under ``torch.inference_mode`` over ``data.test`` (eng.testb) in length-sorted
+  batches of ``--eval-batch-size`` sentences.
+* word vectors: ``load_vectors_cached`` of ``data.word_vectors`` for the data's words, cold (fresh cache folder)
+  and warm (cached).
+* peak RSS of the process (``resource.getrusage``).
+
+Throughput is sentences (and tokens) per second of timed work. A markdown table row is printed; ``--append`` adds
+it to a file with the command, machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning (matters when cores are shared).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import shlex  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+HEADER = (
+    "| config | device | precision | threads | batch | bucketing | train sent/s | train tok/s | decode sent/s "
+    "| GloVe cold s | GloVe warm s | peak RSS MiB |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+DATA_KEYS = ("train", "validation", "test", "word_vectors")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine(args: argparse.Namespace) -> str:
+    text = (
+        f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    )
+    if args.device == "cuda":
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def build(args: argparse.Namespace, extra: list[str]):
+    """The CLI's model and data module for the config, data paths resolved under --data-root."""
+    from seqtag.cli import cli_main
+
+    config = yaml.safe_load(Path(args.config).read_text()) or {}
+    overrides = []
+    for key in DATA_KEYS:
+        value = (config.get("data") or {}).get(key)
+        if isinstance(value, str) and value.startswith("data/"):
+            overrides += [f"--data.{key}", str(Path(args.data_root) / value[len("data/") :])]
+    cli_args = ["--config", args.config, *overrides, "--trainer.logger=false", "--trainer.accelerator=cpu", *extra]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = cli_main(cli_args, run=False)
+    return cli.model, cli.datamodule
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_train(model, dm, args, device: torch.device) -> tuple[float, float]:
+    """(sentences/s, tokens/s) of training steps over args.epochs epochs after args.warmup batches."""
+    model.train()
+    optimizer = model.configure_optimizers()
+    if isinstance(optimizer, dict):
+        optimizer = optimizer["optimizer"]
+    loader = dm.train_dataloader()
+    params = [p for p in model.parameters() if p.requires_grad]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
+
+    def step(batch, i):
+        with autocast:
+            loss = model.training_step(batch, i)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    sentences = tokens = 0
+    elapsed = 0.0
+    for epoch in range(args.epochs + 1):  # epoch 0 only warms up
+        loader.batch_sampler.set_epoch(epoch)
+        batches = [to_device(b, device) for b in loader]
+        if epoch == 0:
+            for i, batch in enumerate(batches[: args.warmup]):
+                step(batch, i)
+            continue
+        if args.max_batches:
+            batches = batches[: args.max_batches]
+        sync(device)
+        start = time.perf_counter()
+        for i, batch in enumerate(batches):
+            step(batch, i)
+        sync(device)
+        elapsed += time.perf_counter() - start
+        sentences += sum(len(b["lengths"]) for b in batches)
+        tokens += sum(int(b["lengths"].sum()) for b in batches)
+    return sentences / elapsed, tokens / elapsed
+
+
+def bench_decode(model, dm, args, device: torch.device) -> float:
+    """Sentences/s of emissions + Viterbi over the test split in sorted batches."""
+    from seqtag.tagger import length_mask
+
+    model.eval()
+    dm.hparams.eval_batch_size = args.eval_batch_size
+    batches = [to_device(b, device) for b in dm.test_dataloader()]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
+    best = 0.0
+    with torch.inference_mode(), autocast:
+        for _ in range(args.decode_repeats + 1):  # the first pass warms up
+            sync(device)
+            start = time.perf_counter()
+            for batch in batches:
+                emissions = model(batch)
+                model.decode(emissions, length_mask(batch["lengths"], emissions.shape[1]))
+            sync(device)
+            best = max(best, sum(len(b["lengths"]) for b in batches) / (time.perf_counter() - start))
+    return best
+
+
+def bench_vectors(dm) -> tuple[float, float]:
+    """Seconds to load the data's word vectors with a fresh cache folder, then with the cache filled."""
+    from seqtag.data import vectors as vectors_module
+    from seqtag.data.vocab import Vocab
+
+    hp = dm.hparams
+    probe = Vocab([], [], [], lowercase=hp.lowercase, zero_digits=hp.zero_digits)
+    wanted = set()
+    for split in ("train", "validation", "test"):
+        if getattr(hp, split) is not None:
+            wanted |= {probe.normalize(t) for tokens in dm.sentences(split)["tokens"] for t in tokens}
+    saved = os.environ.get("SEQTAG_CACHE")
+    times = []
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["SEQTAG_CACHE"] = cache
+        try:
+            for _ in range(2):
+                start = time.perf_counter()
+                vectors_module.load_vectors_cached(hp.word_vectors, wanted)
+                times.append(time.perf_counter() - start)
+        finally:
+            if saved is None:
+                os.environ.pop("SEQTAG_CACHE", None)
+            else:
+                os.environ["SEQTAG_CACHE"] = saved
+    return times[0], times[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="a seqtag YAML config")
+    parser.add_argument("--data-root", default="../shared/data", help="folder that replaces 'data/' in config paths")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
+    parser.add_argument("--epochs", type=int, default=1, help="timed training epochs")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed training batches first")
+    parser.add_argument("--max-batches", type=int, default=0, help="time only this many batches per epoch (0 = all)")
+    parser.add_argument("--eval-batch-size", type=int, default=512, help="sentences per decoding batch")
+    parser.add_argument("--decode-repeats", type=int, default=2, help="timed decoding passes (the best counts)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["train", "decode", "vectors"], help="parts to skip")
+    parser.add_argument("--append", help="markdown file to append the result to")
+    args, extra = parser.parse_known_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model, dm = build(args, extra)
+    dm.setup("fit")
+    dm.setup("test")
+    matrix = dm.pretrained_embeddings()
+    if matrix is not None:
+        model.embedder.load_pretrained(matrix)
+    model.to(device)
+    torch.manual_seed(0)
+
+    nan = float("nan")
+    train_sps = train_tps = decode_sps = cold = warm = nan
+    if "train" not in args.skip:
+        train_sps, train_tps = bench_train(model, dm, args, device)
+    if "decode" not in args.skip:
+        decode_sps = bench_decode(model, dm, args, device)
+    if "vectors" not in args.skip and dm.hparams.word_vectors:
+        cold, warm = bench_vectors(dm)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB on Linux
+
+    bucketing = getattr(dm.hparams, "bucketing", "sorted")
+    row = (
+        f"| {Path(args.config).stem} | {args.device} | {args.precision} | {args.threads} | {dm.hparams.batch_size} "
+        f"| {bucketing} | {train_sps:,.0f} | {train_tps:,.0f} | {decode_sps:,.0f} | {cold:.2f} | {warm:.2f} "
+        f"| {peak:,.0f} |"
+    )
+    print(HEADER)
+    print(row)
+    if args.append:
+        path = Path(args.append)
+        command = shlex.join([f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", sys.executable, *sys.argv])
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        text = "" if path.exists() else "# seqtag speed benchmarks\n\nRows written by `scripts/bench_speed.py`.\n"
+        text += f"\n`{command}`  \n{machine(args)}; {date}\n\n{HEADER}\n{row}\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
