@@ -1,0 +1,343 @@
+"""Bad input through the real entry point: one paragraph naming the file and line (or the config key), a non-zero
+exit status and no traceback; a run killed mid-training resumes to the same weights; a NaN loss stops training."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqtag.cli import main
+from seqtag.errors import SeqtagInputError
+from seqtag.tagger import VOCAB_KEY, Tagger
+from tests.conftest import write
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_MODEL = ["--model.hidden_size=8", "--model.word_dim=8", "--model.char_dim=4", "--model.char_hidden=4"]
+WORDS = ["went", "to", "the", "big", "city", "and", "saw"]
+NAMES = {"PER": ["john", "mary"], "LOC": ["paris", "london"], "ORG": ["acme", "ibm"], "MISC": ["euro", "nobel"]}
+
+
+def conll(sentences: int, seed: int = 0, types: tuple[str, ...] = ("PER", "LOC", "ORG")) -> str:
+    """IOB2 text: one `token tag` per line, a blank line between sentences."""
+    rng = random.Random(seed)
+    blocks = []
+    for _ in range(sentences):
+        lines = []
+        for _ in range(rng.randint(3, 8)):
+            if rng.random() < 0.3:
+                type_ = rng.choice(types)
+                lines.append(f"{rng.choice(NAMES[type_])} B-{type_}")
+                if rng.random() < 0.5:
+                    lines.append(f"{rng.choice(NAMES[type_])} I-{type_}")
+            else:
+                lines.append(f"{rng.choice(WORDS)} O")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def options(tmp_path: Path, root: str = "run", epochs: int = 1) -> list[str]:
+    return [
+        "--trainer.logger=false", f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false", "--trainer.default_root_dir", str(tmp_path / root),
+        "--data.cache_dir", str(tmp_path / "cache"), *TINY_MODEL,
+    ]  # fmt: skip
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    """`seqtag ...` in this process: (exit status, stderr)."""
+    capsys.readouterr()
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as err:  # jsonargparse ends on a bad option with SystemExit
+        status = err.code
+    return status, capsys.readouterr().err
+
+
+def error_line(err: str) -> str:
+    """The `seqtag: error: ...` paragraph; fails when there is none or a traceback is printed."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("seqtag: error: ")]
+    assert len(lines) == 1, err[-2000:]
+    return lines[0]
+
+
+@pytest.fixture
+def train(tmp_path):
+    return write(tmp_path / "train.conll", conll(40))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for one epoch; its checkpoint folder and the training file."""
+    tmp = tmp_path_factory.mktemp("trained")
+    train = write(tmp / "train.conll", conll(40))
+    status = main(["fit", "--data.train", str(train), *options(tmp)])
+    assert status == 0
+    return tmp / "run" / "checkpoints", train
+
+
+# --------------------------------------------------------------------------------------------- data files
+NO_SENTENCE = "no sentence found (the file is empty or holds only blank lines)"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("missing.conll", None, ": no such file or folder (and not a Hugging Face hub name like 'owner/name')"),
+        ("folder", "folder", ": is a folder but not a dataset saved with `save_to_disk`; give a data file instead"),
+        ("empty.conll", "", f": {NO_SENTENCE}"),
+        ("blank.conll", "\n \n\t\n\n", f": {NO_SENTENCE}"),
+        ("cols.conll", "EU B-ORG\nrejects O\ncity NNP B-ORG\n", ":3: expected 2 columns, got 3: 'city NNP B-ORG'"),
+        ("tab.conll", "EU\tB-ORG\n\tO\n", ":2: empty token (column 1 of this TAB-separated line): '\\tO'"),
+    ],
+)
+def test_bad_training_file(tmp_path, capsys, name, content, expected):
+    path = tmp_path / name
+    if content == "folder":
+        path.mkdir()
+    elif content is not None:
+        write(path, content)
+    status, err = run(capsys, "fit", "--data.train", path, *options(tmp_path))
+    assert status == 2
+    assert error_line(err) == f"seqtag: error: {path}{expected}"
+
+
+def test_tag_column_that_does_not_exist(tmp_path, capsys, train):
+    status, err = run(capsys, "fit", "--data.train", train, "--data.tag_column", 7, *options(tmp_path))
+    assert status == 2
+    first = train.read_text().splitlines()[0]
+    assert (
+        error_line(err) == f"seqtag: error: {train}:1: tag_column=7 does not exist: the file has 2 columns: {first!r}"
+    )
+
+
+def test_tag_not_valid_in_the_declared_scheme(tmp_path, capsys):
+    path = write(tmp_path / "xper.conll", "EU B-ORG\nrejects O\n\nJohn X-PER\nsaw O\n")
+    status, err = run(capsys, "fit", "--data.train", path, "--data.tag_scheme", "IOB2", *options(tmp_path))
+    assert status == 2
+    line = error_line(err)
+    assert line.startswith(f"seqtag: error: {path}: sentence 2: ") and "'X-PER'" in line and "IOB2" in line
+
+
+def test_unknown_validation_label_is_an_error_by_default(tmp_path, capsys, train):
+    dev = write(tmp_path / "dev.conll", "john B-PER\nsaw O\n\nacme B-MISC\n")
+    status, err = run(capsys, "fit", "--data.train", train, "--data.validation", dev, *options(tmp_path))
+    assert status == 2
+    line = error_line(err)
+    assert line.startswith(f"seqtag: error: {dev}: labels never seen in training: ['S-MISC']")
+    assert "data.unknown_labels=O" in line
+
+
+def test_unknown_validation_label_counts_as_O_with_a_warning(tmp_path, capsys, train):
+    dev = write(tmp_path / "dev.conll", "john B-PER\nsaw O\n\nacme B-MISC\n")
+    args = ["fit", "--data.train", train, "--data.validation", dev, "--data.unknown_labels", "O", *options(tmp_path)]
+    with pytest.warns(UserWarning, match=r"labels never seen in training are counted as 'O': \['S-MISC'\]"):
+        status, _ = run(capsys, *args)
+    assert status == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_crlf_and_bom_train_the_same_model_as_lf(tmp_path, capsys):
+    text = conll(20)
+    weights = {}
+    variants = {
+        "lf": text.encode(),
+        "crlf": text.replace("\n", "\r\n").encode(),
+        "bom": b"\xef\xbb\xbf" + text.encode(),
+    }
+    for name, data in variants.items():
+        path = tmp_path / f"{name}.conll"
+        path.write_bytes(data)
+        status, err = run(capsys, "fit", "--data.train", path, *options(tmp_path, root=name))
+        assert status == 0, err
+        folder = tmp_path / name / "checkpoints"
+        weights[name] = torch.load(folder / "last.ckpt", weights_only=True)["state_dict"]
+        assert (
+            json.loads((folder / "vocab.json").read_text())["words"]
+            == json.loads((tmp_path / "lf" / "checkpoints" / "vocab.json").read_text())["words"]
+        )
+    for name in ("crlf", "bom"):
+        assert all(torch.equal(weights["lf"][k], weights[name][k]) for k in weights["lf"])
+
+
+def test_non_utf8_bytes_give_the_byte_offset_and_latin1_works(tmp_path, capsys):
+    text = "EU B-ORG\nrejects O\n\nJürgen B-PER\nsaw O\n"
+    path = tmp_path / "latin.conll"
+    path.write_bytes(text.encode("latin-1"))
+    status, err = run(capsys, "fit", "--data.train", path, *options(tmp_path))
+    assert status == 2
+    offset = text.encode("latin-1").index("ü".encode("latin-1"))
+    assert error_line(err) == (
+        f"seqtag: error: {path}:4: bytes that are not utf-8 at byte offset {offset} of the file (set the data "
+        f"`encoding` option if the file uses another encoding)"
+    )
+    status, err = run(capsys, "fit", "--data.train", path, "--data.encoding", "latin-1", *options(tmp_path))
+    assert status == 0, err
+    assert "Jürgen" in json.loads((tmp_path / "run" / "checkpoints" / "vocab.json").read_text())["words"]
+
+
+def test_zero_width_characters_stay_inside_tokens(tmp_path, capsys):
+    path = write(tmp_path / "zw.conll", "par\u200bis B-LOC\nis O\n\njo\u200dhn B-PER\n")
+    status, err = run(capsys, "fit", "--data.train", path, *options(tmp_path))
+    assert status == 0, err
+    words = json.loads((tmp_path / "run" / "checkpoints" / "vocab.json").read_text())["words"]
+    assert "par\u200bis" in words and "jo\u200dhn" in words
+
+
+# ------------------------------------------------------------------------------------------ long sentences
+def test_prediction_tags_a_sentence_of_10000_tokens(tmp_path, capsys, trained):
+    folder, train = trained
+    text = write(tmp_path / "long.txt", " ".join(["john"] * 10_000) + "\nmary saw paris\n")
+    output = tmp_path / "long.pred.conll"
+    args = ["predict", "--data.train", train, "--data.predict", text, "--ckpt_path", folder / "best.ckpt"]
+    status, err = run(capsys, *args, "--predict_output", output, *options(tmp_path))
+    assert status == 0, err
+    sentences = output.read_text().strip("\n").split("\n\n")
+    assert [len(s.splitlines()) for s in sentences] == [10_000, 3]
+
+
+def test_training_leaves_long_sentences_out_with_a_warning(tmp_path, capsys):
+    path = write(tmp_path / "train.conll", conll(20) + "\n" + "\n".join(["john O"] * 10_000) + "\n")
+    with pytest.warns(UserWarning, match="1 training sentences longer than max_length=200 left out"):
+        status, err = run(capsys, "fit", "--data.train", path, "--data.max_length", 200, *options(tmp_path))
+    assert status == 0, err
+
+
+# ------------------------------------------------------------------------------------------------ config
+def test_unknown_config_key_on_the_command_line(tmp_path, capsys, train):
+    status, err = run(capsys, "fit", "--data.train", train, "--model.nonexistent", 3, *options(tmp_path))
+    assert status != 0
+    assert "model.nonexistent" in err and "Traceback" not in err
+
+
+def test_unknown_config_key_in_a_yaml_file(tmp_path, capsys, train):
+    config = write(tmp_path / "bad.yaml", f"data:\n  train: {train}\nmodel:\n  nonexistent: 3\n")
+    status, err = run(capsys, "fit", "--config", config, *options(tmp_path))
+    assert status != 0
+    assert "model.nonexistent" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def test_load_with_weights_only_and_tag(trained):
+    folder, _ = trained
+    tagger = Tagger.load(folder / "best.ckpt")
+    tags = tagger.tag([["john", "went", "to", "paris"], "mary saw acme", [], ["john"] * 10_000])
+    assert [len(t) for t in tags] == [4, 3, 0, 10_000]
+    assert all(t in {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"} for sent in tags for t in sent)
+
+
+def test_load_without_vocabulary(tmp_path, trained):
+    folder, _ = trained
+    checkpoint = torch.load(folder / "best.ckpt", weights_only=True)
+    del checkpoint[VOCAB_KEY]
+    path = tmp_path / "novocab" / "model.ckpt"
+    path.parent.mkdir()
+    torch.save(checkpoint, path)
+    with pytest.raises(SeqtagInputError) as info:
+        Tagger.load(path)
+    assert str(info.value) == (
+        f"{path}: the checkpoint holds no vocabulary and {path.parent / 'vocab.json'} is missing"
+    )
+
+
+@pytest.mark.parametrize("types", [("PER", "LOC", "MISC"), ("PER", "LOC")], ids=["same-count", "fewer"])
+def test_checkpoint_with_another_label_set(tmp_path, capsys, trained, types):
+    folder, _ = trained
+    other = write(tmp_path / "other.conll", conll(20, types=types))
+    args = ["test", "--data.train", other, "--data.test", other, "--ckpt_path", folder / "best.ckpt"]
+    status, err = run(capsys, *args, *options(tmp_path))
+    assert status == 2
+    line = error_line(err)
+    assert line.startswith("seqtag: error: the checkpoint's labels ['O', 'B-LOC',") and "differ from the data's" in line
+
+
+# ----------------------------------------------------------------------------------------- nothing lost
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch, train):
+    loss = Tagger.loss
+
+    def nan_from_epoch_1(self, emissions, tag_ids, mask):
+        value = loss(self, emissions, tag_ids, mask)
+        return value * float("nan") if self.current_epoch >= 1 else value
+
+    monkeypatch.setattr(Tagger, "loss", nan_from_epoch_1)
+    status, err = run(capsys, "fit", "--data.train", train, *options(tmp_path, epochs=3))
+    assert status == 2
+    assert error_line(err).startswith("seqtag: error: train/loss is nan at epoch 1, step ")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["epoch"] == 0
+    assert all(torch.isfinite(w).all() for w in checkpoint["state_dict"].values() if w.is_floating_point())
+
+
+PAUSE_CALLBACK = '''
+import time
+from lightning.pytorch.callbacks import Callback
+
+
+class PauseAfterEpoch1(Callback):
+    """Stands still once the checkpoint of epoch 1 is written, so the test kills the run at a known point."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 2:
+            time.sleep(600)
+'''
+
+
+def test_run_killed_mid_training_resumes_to_the_same_weights(tmp_path):
+    train = write(tmp_path / "train.conll", conll(160, seed=1))
+    dev = write(tmp_path / "dev.conll", conll(30, seed=2))
+    write(tmp_path / "pause" / "pause_callback.py", PAUSE_CALLBACK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "WANDB_SILENT": "true"}
+
+    def fit(root: str, *extra: str, pause: bool = False, background: bool = False):
+        args = [
+            sys.executable, "-m", "seqtag.cli", "fit", "--data.train", str(train), "--data.validation", str(dev),
+            "--data.batch_size", "8", "--model.word_dropout", "0.1", "--model.optimizer.lr", "0.03",
+            *options(tmp_path, root, epochs=4), *extra,
+        ]  # fmt: skip
+        environment = env
+        if pause:
+            args += ["--trainer.callbacks+=pause_callback.PauseAfterEpoch1"]
+            environment = {**env, "PYTHONPATH": os.pathsep.join([str(tmp_path / "pause"), str(ROOT)])}
+        if background:
+            log = (tmp_path / "killed.log").open("w")
+            return subprocess.Popen(args, env=environment, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(args, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    killed = fit("resumed", pause=True, background=True)
+    last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp_path / "killed.log").read_text()[-3000:]
+            if last.exists() and torch.load(last, weights_only=True)["epoch"] >= 1:
+                break
+            time.sleep(0.05)
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    assert not list(last.parent.glob(".*.tmp"))  # no half-written checkpoint left behind
+
+    fit("resumed", "--ckpt_path", "last")
+    fit("uninterrupted")
+    resumed = torch.load(last, weights_only=True)
+    whole = torch.load(tmp_path / "uninterrupted" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == whole["epoch"] == 3
+    assert resumed["global_step"] == whole["global_step"]
+    for name, weight in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], weight), name
+    scores = [
+        {key: state.get("best_model_score", state.get("best_score")) for key, state in ckpt["callbacks"].items()}
+        for ckpt in (resumed, whole)
+    ]
+    assert scores[0] == scores[1]
+    assert any(value is not None and value > 0 for value in scores[1].values())  # the model learned something
