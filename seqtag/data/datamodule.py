@@ -92,6 +92,8 @@ class TaggingDataModule(L.LightningDataModule):
             (for data without a dev set). Default: 0.0
         batch_size: training sentences per batch. Default: 32
         eval_batch_size: sentences per batch in evaluation and prediction. Default: 256
+        bucketing: ``exact`` (every batch holds sentences of one length: no padding, no packing, the fastest),
+            ``sorted`` (similar lengths) or ``none`` (random batches). Default: ``exact``
         max_length: training sentences longer than this are left out, with a warning that counts them.
             Evaluation and prediction always use full sentences. Default: None (keep all)
         num_workers: DataLoader worker processes. Default: 0
@@ -121,6 +123,7 @@ class TaggingDataModule(L.LightningDataModule):
         validation_from_train: float = 0.0,
         batch_size: int = 32,
         eval_batch_size: int = 256,
+        bucketing: Literal["exact", "sorted", "none"] = "exact",
         max_length: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
@@ -130,6 +133,8 @@ class TaggingDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         if batch_size < 1 or eval_batch_size < 1:
             raise SeqtagInputError(f"batch_size should be >= 1, got {batch_size} and eval_batch_size {eval_batch_size}")
+        if bucketing not in ("exact", "sorted", "none"):
+            raise SeqtagInputError(f"bucketing should be one of 'exact', 'sorted', 'none', got {bucketing!r}")
         if not 0.0 <= validation_from_train < 1.0:
             raise SeqtagInputError(f"validation_from_train should be in [0, 1), got {validation_from_train}")
         if train is None and vocab is None:
@@ -362,6 +367,7 @@ class TaggingDataModule(L.LightningDataModule):
             rank=rank,
             even=train,
             seed=self.hparams.seed,
+            bucketing=self.hparams.bucketing,
         )
         return DataLoader(
             dataset,

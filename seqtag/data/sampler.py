@@ -1,10 +1,15 @@
 """Length-bucketed batches, aware of distributed training.
 
-Sentences of similar length share a batch, so little compute goes to padding. Each epoch shuffles the sentences,
-cuts them into pools of ``pool_factor`` batches, sorts each pool by length, cuts it into batches and shuffles the
-batches. With several processes, rank r takes batches r, r + W, r + 2W, ...; in training every rank gets the same
-number of batches (a few are repeated) because DDP steps in lock-step, while evaluation never repeats a sentence,
-so counts summed over processes equal the single-process counts.
+Sentences of similar length share a batch, so little compute goes to padding. With ``bucketing="exact"`` (the
+default) every batch holds sentences of one length only: such a batch has no padding at all, needs no packing and
+runs the RNN's fused unpacked kernel (2-3x faster on CPU than a packed batch); lengths with fewer sentences than a
+batch give smaller batches. With ``"sorted"`` each epoch shuffles the sentences, cuts them into pools of
+``pool_factor`` batches, sorts each pool by length and cuts it into batches; ``"none"`` batches shuffled sentences
+as they come. In training the batches are then shuffled.
+
+With several processes, rank r takes batches r, r + W, r + 2W, ...; in training every rank gets the same number of
+batches (a few are repeated) because DDP steps in lock-step, while evaluation never repeats a sentence, so counts
+summed over processes equal the single-process counts.
 """
 
 from __future__ import annotations
@@ -13,6 +18,23 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
+
+BUCKETING = ("exact", "sorted", "none")
+
+
+def _cut(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, exact: bool) -> list[list[int]]:
+    """Cuts ``order`` (sorted by length when ``exact``) into batches of ``batch_size``, and also wherever the
+    length changes when ``exact``."""
+    if not exact:
+        return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    batches = []
+    start = 0
+    for count in torch.unique_consecutive(lengths[order], return_counts=True)[1].tolist():
+        batches += [
+            order[i : min(i + batch_size, start + count)].tolist() for i in range(start, start + count, batch_size)
+        ]
+        start += count
+    return batches
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -28,6 +50,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         rank: this process's rank. Default: 0
         even: give every rank the same number of batches, repeating some (training under DDP). Default: True
         seed: base seed; the epoch is added so every rank draws the same permutation. Default: 0
+        bucketing: ``"exact"`` (one length per batch), ``"sorted"`` (similar lengths, pools of ``pool_factor``
+            batches) or ``"none"``. Default: ``"exact"``
     """
 
     def __init__(
@@ -40,11 +64,14 @@ class BucketBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         even: bool = True,
         seed: int = 0,
+        bucketing: str = "exact",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size should be >= 1, got {batch_size}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank should be in [0, {num_replicas}), got {rank}")
+        if bucketing not in BUCKETING:
+            raise ValueError(f"bucketing should be one of {BUCKETING}, got {bucketing!r}")
         self.lengths = torch.as_tensor(lengths, dtype=torch.long)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -53,6 +80,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.even = even
         self.seed = seed
+        self.bucketing = bucketing
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -67,12 +95,22 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def _all_batches(self) -> list[list[int]]:
         n = len(self.lengths)
+        exact = self.bucketing == "exact"
         if not self.shuffle:
+            if self.bucketing == "none":
+                return _cut(torch.arange(n), self.lengths, self.batch_size, exact=False)
             # Stable sort: equal lengths keep file order, so predictions are reproducible.
             order = torch.sort(self.lengths, stable=True).indices
-            return [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+            return _cut(order, self.lengths, self.batch_size, exact)
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(n, generator=generator)
+        if self.bucketing == "none":
+            return _cut(order, self.lengths, self.batch_size, exact=False)
+        if exact:
+            order = order[torch.sort(self.lengths[order], stable=True).indices]
+            batches = _cut(order, self.lengths, self.batch_size, exact=True)
+            permutation = torch.randperm(len(batches), generator=generator).tolist()
+            return [batches[i] for i in permutation]
         pool = self.batch_size * self.pool_factor
         batches = []
         for start in range(0, n, pool):
@@ -86,17 +124,22 @@ class BucketBatchSampler(Sampler[list[int]]):
         batches = self._all_batches()
         if self.num_replicas > 1 and self.even and batches:
             per_rank = -(-len(batches) // self.num_replicas)
-            batches += batches[: per_rank * self.num_replicas - len(batches)]
+            # Cyclic, so that even fewer batches than half the processes fill every rank.
+            batches += [batches[i % len(batches)] for i in range(per_rank * self.num_replicas - len(batches))]
         yield from batches[self.rank :: self.num_replicas]
 
     def __len__(self) -> int:
         total = -(-len(self.lengths) // self.batch_size) if self.lengths.numel() else 0
+        if self.bucketing == "exact" and total:
+            counts = torch.unique(self.lengths, return_counts=True)[1]
+            total = int((-(-counts // self.batch_size)).sum())
         if not self.shuffle or total == 0:
             return len(range(self.rank, total, self.num_replicas))
-        # Pools cut batches at pool boundaries: count them the way _all_batches does.
-        pool = self.batch_size * self.pool_factor
-        n = len(self.lengths)
-        total = sum(-(-min(pool, n - s) // self.batch_size) for s in range(0, n, pool))
+        if self.bucketing == "sorted":
+            # Pools cut batches at pool boundaries: count them the way _all_batches does.
+            pool = self.batch_size * self.pool_factor
+            n = len(self.lengths)
+            total = sum(-(-min(pool, n - s) // self.batch_size) for s in range(0, n, pool))
         if self.num_replicas > 1 and self.even:
             return -(-total // self.num_replicas)
         return len(range(self.rank, total, self.num_replicas))

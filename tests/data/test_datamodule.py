@@ -28,7 +28,7 @@ def test_vocab_and_labels_exist_after_init(tmp_path):
 
 
 def test_batches_are_padded_and_tags_in_training_scheme(tmp_path):
-    dm = make_dm(tmp_path)
+    dm = make_dm(tmp_path, bucketing="sorted")  # both dev sentences in one padded batch
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     assert batch["word_ids"].shape == batch["tag_ids"].shape == batch["casing_ids"].shape
@@ -121,3 +121,17 @@ def test_collate_shapes():
     assert batch["char_ids"].shape == (2, 2, 3)
     assert batch["lengths"].tolist() == [2, 1] and batch["tag_ids"][1].tolist() == [1, 0]
     assert torch.equal(batch["index"], torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_exact_bucketing_gives_one_length_per_batch(shuffle):
+    lengths = [3, 7, 3, 9, 4, 4, 3, 8, 4, 3, 10, 3]
+    for rank in range(2):
+        sampler = BucketBatchSampler(lengths, 3, shuffle=shuffle, num_replicas=2, rank=rank, even=shuffle)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        assert all(len({lengths[i] for i in b}) == 1 and len(b) <= 3 for b in batches)
+    single = [i for b in BucketBatchSampler(lengths, 3, shuffle=shuffle) for i in b]
+    assert sorted(single) == list(range(len(lengths)))
+    with pytest.raises(ValueError, match="bucketing should be one of"):
+        BucketBatchSampler(lengths, 3, bucketing="exactly")
