@@ -23,6 +23,8 @@ from seqtag.data import schemes
 from seqtag.data.vocab import Vocab
 from seqtag.errors import NonFiniteLossError, SeqtagInputError
 from seqtag.metrics import SpanF1, TagConfusion, TokenAccuracy
+from seqtag.modules.contextual import SPECS_KEY as CHAR_LM_KEY
+from seqtag.modules.contextual import CharLMEmbedder
 from seqtag.modules.crf import ConditionalRandomField
 from seqtag.modules.embeddings import TokenEmbedder
 from seqtag.modules.encoder import RNNEncoder
@@ -52,6 +54,11 @@ class Tagger(L.LightningModule):
         casing_dim: casing feature size (0 = off). Default: 0
         freeze_words: keep the word vectors fixed. Default: False
         word_dropout: probability of replacing a training word by UNK. Default: 0.0
+        char_lm_forward: a forward character LM checkpoint (``seqtag lm fit``) whose state after each word's last
+            character is added to the token representation (Akbik et al. 2018). Default: None
+        char_lm_backward: a backward character LM checkpoint; its state at each word's first character is added.
+            Default: None
+        char_lm_finetune: train the character LMs with the tagger instead of keeping them frozen. Default: False
         cell: ``lstm``, ``gru`` or ``rnn``. Default: ``lstm``
         implementation: ``torch`` or ``reference`` (LSTM from its equations). Default: ``torch``
         hidden_size: encoder hidden size per direction. Default: 200
@@ -76,6 +83,9 @@ class Tagger(L.LightningModule):
         casing_dim: int = 0,
         freeze_words: bool = False,
         word_dropout: float = 0.0,
+        char_lm_forward: str | None = None,
+        char_lm_backward: str | None = None,
+        char_lm_finetune: bool = False,
         cell: Literal["lstm", "gru", "rnn"] = "lstm",
         implementation: Literal["torch", "reference"] = "torch",
         hidden_size: int = 200,
@@ -102,9 +112,11 @@ class Tagger(L.LightningModule):
         self.embedder = TokenEmbedder(
             vocab_size, num_chars, word_dim, char_encoder, char_dim, char_hidden, casing_dim, freeze_words, word_dropout
         )
-        self.encoder = RNNEncoder(
-            self.embedder.output_size, hidden_size, num_layers, cell, True, dropout, implementation
-        )
+        self.char_lm: CharLMEmbedder | None = None
+        if char_lm_forward is not None or char_lm_backward is not None:
+            self.char_lm = CharLMEmbedder(char_lm_forward, char_lm_backward, num_chars, char_lm_finetune)
+        token_size = self.embedder.output_size + (self.char_lm.output_size if self.char_lm is not None else 0)
+        self.encoder = RNNEncoder(token_size, hidden_size, num_layers, cell, True, dropout, implementation)
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Linear(self.encoder.output_size, len(labels))
         self.crf = None
@@ -133,6 +145,8 @@ class Tagger(L.LightningModule):
         lengths = batch["lengths"]
         mask = length_mask(lengths, batch["word_ids"].shape[1])  # (B, T)
         tokens = self.embedder(batch["word_ids"], batch["char_ids"], batch["casing_ids"], mask)  # (B, T, E)
+        if self.char_lm is not None:
+            tokens = torch.cat([tokens, self.char_lm(batch["char_ids"], mask)], dim=-1)  # (B, T, E + H_fw + H_bw)
         encoded = self.encoder(self.dropout(tokens), lengths)  # (B, T, 2H)
         return self.projection(self.dropout(encoded))  # (B, T, K)
 
@@ -237,10 +251,10 @@ class Tagger(L.LightningModule):
         if datamodule is None:
             return
         if datamodule.labels != self.labels:
-            raise SeqtagInputError(
-                f"the model's labels {self.labels} differ from the data's {datamodule.labels}"
-            )
+            raise SeqtagInputError(f"the model's labels {self.labels} differ from the data's {datamodule.labels}")
         if stage == "fit":
+            if self.char_lm is not None:
+                self.char_lm.set_chars(self.vocab.chars)  # a resumed checkpoint restores the same maps
             # Restoring a checkpoint (resume) happens after setup, so it overrides these rows.
             matrix = datamodule.pretrained_embeddings()
             if matrix is not None:
@@ -252,6 +266,8 @@ class Tagger(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.vocab is not None:
             checkpoint[VOCAB_KEY] = self.vocab.to_dict()
+        if self.char_lm is not None:
+            checkpoint[CHAR_LM_KEY] = self.char_lm.specs()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Called before the weights are copied: a checkpoint for other data fails here with a sentence, not with
@@ -285,6 +301,9 @@ class Tagger(L.LightningModule):
         hparams = dict(checkpoint["hyper_parameters"])
         for key in ("optimizer", "lr_scheduler", "_instantiator", "_class_path"):
             hparams.pop(key, None)
+        # The character LMs' weights are in the state_dict: their hyperparameters stand in for the LM files.
+        for direction, spec in checkpoint.get(CHAR_LM_KEY, {}).items():
+            hparams[f"char_lm_{direction}"] = spec
         model = cls(**hparams)
         model.load_state_dict(checkpoint["state_dict"])
         model.on_load_checkpoint(checkpoint)
