@@ -170,8 +170,12 @@ class ConditionalRandomField(nn.Module):
             raise ValueError(f"Expected mask of shape {(b, t)}, got {tuple(mask.shape)}")
         # Callers pass uint8/long/bool masks; indexing and torch.where need bool.
         mask = mask.to(torch.bool)
-        if not bool(mask[:, 0].all()):
-            raise ValueError("Expected mask[:, 0] to be all True, got a sequence that starts with padding")
+        if mask.device.type == "cpu":
+            if not bool(mask[:, 0].all()):
+                raise ValueError("Expected mask[:, 0] to be all True, got a sequence that starts with padding")
+        else:
+            # On an accelerator, checked without waiting for the device (no host sync in every training step).
+            torch._assert_async(mask[:, 0].all(), "Expected mask[:, 0] to be all True")
         dtype = torch.promote_types(torch.promote_types(emissions.dtype, self.transitions.dtype), torch.float32)
         # Zero padded emissions so that inf/nan there cannot leak into results or gradients.
         emissions = torch.where(mask.unsqueeze(2), emissions.to(dtype), 0)
