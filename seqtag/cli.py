@@ -19,7 +19,6 @@ import sys
 # orders of magnitude when another process shares a core.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from lightning.pytorch.callbacks import LearningRateMonitor  # noqa: E402
 from jsonargparse import lazy_instance  # noqa: E402
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI  # noqa: E402
 
@@ -61,9 +60,7 @@ class SeqtagCLI(LightningCLI):
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(AutoEarlyStopping, "early_stopping")
         parser.set_defaults({"early_stopping.patience": 10})
-        parser.add_argument(
-            "--predict_output", type=str | None, default=None, help="file for `seqtag predict` output"
-        )
+        parser.add_argument("--predict_output", type=str | None, default=None, help="file for `seqtag predict` output")
         parser.add_argument("--predict_format", type=str, default="conll", help="conll or jsonl")
 
     def instantiate_trainer(self, **kwargs):
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Names used in YAML configs resolve through these imports.
-__all__ = ["AtomicCheckpointIO", "AutoEarlyStopping", "BestCheckpoint", "LearningRateMonitor", "main", "cli_main"]
+__all__ = ["AtomicCheckpointIO", "AutoEarlyStopping", "BestCheckpoint", "main", "cli_main"]
 
 if __name__ == "__main__":
     sys.exit(main())
