@@ -163,6 +163,7 @@ def plot(results: dict[str, dict[int, float]], distances: list[int], chance: flo
         )
     ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
     ax.set_xscale("log")
+    ax.minorticks_off()  # only the distances are labelled
     ax.set_xticks(distances, [str(d) for d in distances])
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("distance d (steps between key and query)")
