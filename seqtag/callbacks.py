@@ -193,7 +193,9 @@ class PredictionWriter(BasePredictionWriter):
         self.format = format
         self.written: Path | None = None
 
-    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any) -> None:
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
+    ) -> None:
         datamodule = trainer.datamodule
         sentences = datamodule.sentences("predict")
         by_index: dict[int, list[str]] = {}
@@ -201,7 +203,11 @@ class PredictionWriter(BasePredictionWriter):
             for index, tags in batch:
                 by_index[index] = tags
         source = Path(str(datamodule.hparams.predict).rstrip("/"))
-        path = Path(self.output) if self.output else Path(trainer.default_root_dir, "predictions", f"{source.name}.pred.{self.format}")
+        path = (
+            Path(self.output)
+            if self.output
+            else Path(trainer.default_root_dir, "predictions", f"{source.name}.pred.{self.format}")
+        )
         lines = []
         for i, row in enumerate(sentences):
             tags = by_index[i]

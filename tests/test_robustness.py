@@ -205,7 +205,7 @@ def test_prediction_tags_a_sentence_of_10000_tokens(tmp_path, capsys, trained):
 
 def test_training_leaves_long_sentences_out_with_a_warning(tmp_path, capsys):
     path = write(tmp_path / "train.conll", conll(20) + "\n" + "\n".join(["john O"] * 10_000) + "\n")
-    with pytest.warns(UserWarning, match="1 training sentences longer than max_length=200 left out"):
+    with pytest.warns(UserWarning, match="1 training sentence longer than max_length=200 left out"):
         status, err = run(capsys, "fit", "--data.train", path, "--data.max_length", 200, *options(tmp_path))
     assert status == 0, err
 

@@ -295,7 +295,9 @@ class TaggingDataModule(L.LightningDataModule):
                     f"them as outside any span, with a warning)"
                 )
             if unknown:
-                warnings.warn(f"{source}: labels never seen in training are counted as 'O': {sorted(unknown)}")
+                warnings.warn(
+                    f"{source}: labels never seen in training are counted as 'O': {sorted(unknown)}", stacklevel=2
+                )
         elif split == "train":
             pass  # training labels define the label set: all are known
 
@@ -325,8 +327,10 @@ class TaggingDataModule(L.LightningDataModule):
             keep = [i for i, ids in enumerate(encoded["word_ids"]) if len(ids) <= hp.max_length]
             dropped = len(encoded) - len(keep)
             if dropped:
+                noun = "sentence" if dropped == 1 else "sentences"
                 warnings.warn(
-                    f"{source}: {dropped} training sentences longer than max_length={hp.max_length} left out"
+                    f"{source}: {dropped} training {noun} longer than max_length={hp.max_length} left out",
+                    stacklevel=2,
                 )
                 encoded = encoded.select(keep)
         self._encoded[split] = encoded

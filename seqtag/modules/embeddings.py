@@ -101,7 +101,7 @@ class TokenEmbedder(nn.Module):
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"word_dropout should be in [0, 1), got {word_dropout}")
         self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
-        nn.init.uniform_(self.words.weight, -(3.0 / word_dim) ** 0.5, (3.0 / word_dim) ** 0.5)
+        nn.init.uniform_(self.words.weight, -((3.0 / word_dim) ** 0.5), (3.0 / word_dim) ** 0.5)
         self.words.weight.data[0] = 0.0
         self.words.weight.requires_grad_(not freeze_words)
         self.chars: nn.Module | None = None
