@@ -93,7 +93,7 @@ def test_predict_text_and_conll(trained):
     result = seqtag("score", scored, "--json")
     report = json.loads(result.stdout)
     test_report = json.loads((best.parent / "test_report.json").read_text())
-    assert report["f1"] == pytest.approx(test_report["f1"], abs=1e-9)
+    assert report["f1"] == pytest.approx(test_report["f1"], abs=1e-6)  # the report holds float32 values
 
 
 def test_python_api_tags_text(trained):
