@@ -135,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             from seqtag.lm import lm_main
 
             return lm_main(argv[1:])
-        cli_main([a for a in argv if a != "--debug"])
+        cli_args = [a for a in argv if a != "--debug"]
+        # LightningCLI warns when given arguments that also sit in sys.argv: pass them only when they differ.
+        cli_main(None if cli_args == sys.argv[1:] else cli_args)
         return 0
     except SeqtagInputError as err:
         if debug:
