@@ -34,8 +34,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
+from seqtag.atomic import atomic_write_text
 from seqtag.data.readers import read_conll
-from seqtag.data.vocab import atomic_write_text
 from seqtag.errors import SeqtagInputError
 
 VOCAB_KEY = "seqtag_char_vocab"

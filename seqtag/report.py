@@ -15,8 +15,6 @@ When the trainer logs to Weights & Biases, the per-type scores go there as a ``w
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 from matplotlib.figure import Figure
 
-from seqtag.data.vocab import atomic_write_text
+from seqtag.atomic import atomic_open, atomic_write_text
 from seqtag.metrics import precision_recall_f1
 
 REPORT_JSON = "test_report.json"
@@ -131,18 +129,9 @@ def confusion_figure(confusion: dict[str, Any]) -> Figure:
 
 
 def atomic_save_figure(fig: Figure, path: Path) -> None:
-    """Saves a figure as PNG to a temporary file in the same folder, then renames it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=120)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Saves a figure as PNG atomically."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
 
 
 def report_folder(trainer: L.Trainer, ckpt_path: str | None) -> Path:

@@ -7,14 +7,13 @@ trained model needs no pickled code.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from seqtag.atomic import atomic_write_text
 from seqtag.errors import SeqtagInputError
 
 PAD, UNK = "<pad>", "<unk>"
@@ -44,22 +43,6 @@ def casing(token: str) -> int:
     if digits:
         return 6
     return 7
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Writes a file so that readers see the old content or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
