@@ -430,7 +430,12 @@ def lm_main(argv: list[str]) -> int:
     argv = [a for a in argv if a != "--debug"]
     if argv[:1] == ["generate"]:
         return generate_main(argv[1:])
-    lm_cli_main(argv)
+    if sys.argv[1:2] == ["lm"] and [a for a in sys.argv[2:] if a != "--debug"] == argv:
+        # Run from the console: LightningCLI reads sys.argv itself (and does not warn about a second argument list).
+        sys.argv = [f"{sys.argv[0]} lm", *argv]
+        lm_cli_main(None)
+    else:
+        lm_cli_main(argv)
     return 0
 
 
