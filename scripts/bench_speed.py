@@ -189,7 +189,7 @@ def bench_vectors(dm) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a seqtag YAML config")
-    parser.add_argument("--data-root", default="../shared/data", help="folder that replaces 'data/' in config paths")
+    parser.add_argument("--data-root", default="data", help="folder that replaces 'data/' in config paths")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
