@@ -97,6 +97,16 @@ def run_seed(bench: str, seed: int, data_root: Path, out: Path, extra: list[str]
     }
 
 
+MARKER = "<!-- new seed results go above this line -->"
+
+
+def record(path: Path, text: str) -> None:
+    """Inserts ``text`` above the marker line of the benchmarks page, or appends it when there is none."""
+    page = path.read_text() if path.exists() else ""
+    page = page.replace(MARKER, text + "\n" + MARKER, 1) if MARKER in page else page + text
+    path.write_text(page)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benchmarks", nargs="+", choices=sorted(BENCHMARKS))
@@ -129,8 +139,7 @@ def main() -> None:
             f"- machine: {machine()}; date: {date.today().isoformat()}\n",
         ]
         print("\n".join(lines))
-        with args.record.open("a") as f:
-            f.write("\n".join(lines) + "\n")
+        record(args.record, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
