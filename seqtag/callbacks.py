@@ -168,6 +168,16 @@ class RunConfigCallback(SaveConfigCallback):
         self.already_saved = True
 
 
+def run_conventions() -> dict[str, Any]:
+    """LightningCLI arguments shared by ``seqtag`` and ``seqtag lm``: the default seed, and each run's effective
+    config saved in its own folder."""
+    return {
+        "seed_everything_default": 1234,
+        "save_config_callback": RunConfigCallback,
+        "save_config_kwargs": {"overwrite": True},
+    }
+
+
 class PredictionWriter(BasePredictionWriter):
     """Writes the predicted tags of ``seqtag predict`` to a file, atomically, in the input's order.
 

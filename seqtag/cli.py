@@ -28,7 +28,7 @@ from seqtag.callbacks import (  # noqa: E402
     BestCheckpoint,
     PredictionWriter,
     RandomStateCheckpoint,
-    RunConfigCallback,
+    run_conventions,
 )
 from seqtag.data.datamodule import TaggingDataModule  # noqa: E402
 from seqtag.errors import SeqtagInputError  # noqa: E402
@@ -113,12 +113,10 @@ def cli_main(args: ArgsType = None, run: bool = True) -> SeqtagCLI:
     return SeqtagCLI(
         Tagger,
         TaggingDataModule,
-        seed_everything_default=1234,
         trainer_defaults=trainer_defaults(),
-        save_config_callback=RunConfigCallback,
-        save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
+        **run_conventions(),
     )
 
 

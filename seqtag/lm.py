@@ -395,17 +395,15 @@ def _lm_cli_class() -> type:
 
 def lm_cli_main(args: ArgsType = None, run: bool = True):
     """Builds and runs the ``seqtag lm`` LightningCLI; ``args`` is a list of arguments (tests) or None."""
-    from seqtag.callbacks import RunConfigCallback
+    from seqtag.callbacks import run_conventions
 
     return _lm_cli_class()(
         CharLanguageModel,
         CharLMDataModule,
-        seed_everything_default=1234,
         trainer_defaults=lm_trainer_defaults(),
-        save_config_callback=RunConfigCallback,
-        save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
+        **run_conventions(),
     )
 
 
