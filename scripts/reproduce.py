@@ -67,16 +67,26 @@ def run(args: list[str], log: Path) -> str:
     return f_out
 
 
-def run_seed(bench: str, seed: int, data_root: Path, out: Path, extra: list[str]) -> dict:
+def run_seed(
+    bench: str,
+    seed: int,
+    data_root: Path,
+    out: Path,
+    extra: list[str],
+    name: str | None = None,
+    group: str | None = None,
+) -> dict:
+    """Trains, then tests the best checkpoint; ``name`` (the run folder and W&B run) defaults to ``<bench>-seed<k>``."""
     spec = BENCHMARKS[bench]
+    name = name or f"{bench}-seed{seed}"
     data = [f"--data.{split}={data_root / spec[split]}" for split in ("train", "validation", "test") if split in spec]
     data.append(f"--data.word_vectors={data_root / 'embeddings' / 'glove.6B.50d.txt.gz'}")
-    root = out / f"{bench}-seed{seed}"
+    root = out / name
     common = [f"--config={ROOT / 'configs' / f'{bench}.yaml'}", *data, "--trainer.enable_progress_bar=false"]
     logger = [
         f"--trainer.logger.init_args.save_dir={root}",
-        f"--trainer.logger.init_args.name={bench}-seed{seed}",
-        f"--trainer.logger.init_args.group={bench}",
+        f"--trainer.logger.init_args.name={name}",
+        f"--trainer.logger.init_args.group={group or bench}",
     ]
     start = time.perf_counter()
     stdout = run(
