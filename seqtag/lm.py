@@ -37,6 +37,7 @@ from torchmetrics import MeanMetric
 from seqtag.atomic import atomic_write_text
 from seqtag.data.readers import read_conll
 from seqtag.errors import SeqtagInputError
+from seqtag.modules.dropout import Dropout
 
 VOCAB_KEY = "seqtag_char_vocab"
 UNK = "<unk>"
@@ -235,7 +236,7 @@ class CharLanguageModel(L.LightningModule):
             self.lstm = ReferenceLSTM(embedding_dim, hidden_size, num_layers, **kwargs)
         else:
             self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers, **kwargs)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.projection = nn.Linear(hidden_size, vocab_size)
         self.metrics = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
 

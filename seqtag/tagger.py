@@ -26,6 +26,7 @@ from seqtag.metrics import SpanF1, TagConfusion, TokenAccuracy
 from seqtag.modules.contextual import SPECS_KEY as CHAR_LM_KEY
 from seqtag.modules.contextual import CharLMEmbedder
 from seqtag.modules.crf import ConditionalRandomField
+from seqtag.modules.dropout import Dropout
 from seqtag.modules.embeddings import TokenEmbedder
 from seqtag.modules.encoder import RNNEncoder
 
@@ -117,7 +118,7 @@ class Tagger(L.LightningModule):
             self.char_lm = CharLMEmbedder(char_lm_forward, char_lm_backward, num_chars, char_lm_finetune)
         token_size = self.embedder.output_size + (self.char_lm.output_size if self.char_lm is not None else 0)
         self.encoder = RNNEncoder(token_size, hidden_size, num_layers, cell, True, dropout, implementation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.projection = nn.Linear(self.encoder.output_size, len(labels))
         self.crf = None
         if head == "crf":

@@ -7,6 +7,7 @@ filled with zeros), which matters for batches of uneven sentences.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -16,27 +17,47 @@ from seqtag.data.vocab import CASINGS
 class CharCNN(nn.Module):
     """Character CNN with max pooling over each token (Ma & Hovy 2016).
 
+    The same function as ``Conv1d(padding=kernel_size // 2)`` over each zero-padded token followed by a max over its
+    characters, computed without the padding: the tokens' characters are laid end to end, ``kernel_size // 2`` zero
+    (padding-id) characters apart, each character's window of ``kernel_size`` embeddings is one row of a matrix
+    product, and the max runs over each token's segment. Character padding in a batch is typically 2-3x the real
+    characters, and ``Conv1d``'s backward is slow at these sizes on CPU: this is about 3x faster there, with the
+    same parameters (``conv.weight``, ``conv.bias``) and results.
+
     Args:
         num_chars: character vocabulary size (id 0 is padding).
         char_dim: character embedding size. Default: 30
         num_filters: output size per token. Default: 50
-        kernel_size: convolution width in characters. Default: 3
+        kernel_size: convolution width in characters, odd. Default: 3
 
     Shape:
-        char_ids: (N, C) long, N real tokens, padded with 0;  returns: (N, num_filters)
+        char_ids: (N, C) long, N real tokens, each with at least one character, padded with 0;
+        returns: (N, num_filters)
     """
 
     def __init__(self, num_chars: int, char_dim: int = 30, num_filters: int = 50, kernel_size: int = 3) -> None:
         super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size should be odd and positive, got {kernel_size}")
         self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
         self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding=kernel_size // 2)
         self.output_size = num_filters
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
-        x = self.embedding(char_ids).transpose(1, 2)  # (N, char_dim, C)
-        h = self.conv(x)  # (N, F, C)
-        pad = (char_ids == 0).unsqueeze(1)  # (N, 1, C)
-        return h.masked_fill(pad, torch.finfo(h.dtype).min).amax(dim=2)  # (N, F)
+        n, half = char_ids.shape[0], self.conv.kernel_size[0] // 2
+        lengths = (char_ids != 0).sum(dim=1)  # (N,)
+        # Each token's characters followed by `half` padding ids, all tokens end to end, `half` more in front.
+        padded = torch.cat([char_ids, char_ids.new_zeros(n, half)], dim=1)  # (N, C + half)
+        position = torch.arange(padded.shape[1], device=char_ids.device)
+        keep = position < (lengths + half).unsqueeze(1)  # (N, C + half)
+        stream = F.pad(padded[keep], (half, 0))  # (L,) with L = sum(lengths) + (N + 1) * half
+        embedded = self.embedding(stream)  # (L, D), zero rows at padding ids
+        real = (stream != 0).nonzero().squeeze(1)  # (R,) positions of real characters, R = sum(lengths)
+        windows = torch.cat([embedded[real + offset] for offset in range(-half, half + 1)], dim=1)  # (R, k * D)
+        # Conv1d weight (F, D, k) as a (F, k * D) matrix in the windows' order: offset -half first.
+        weight = self.conv.weight.transpose(1, 2).reshape(self.conv.out_channels, -1)
+        h = F.linear(windows, weight, self.conv.bias)  # (R, F)
+        return torch.segment_reduce(h, "max", lengths=lengths)  # (N, F)
 
 
 class CharLSTM(nn.Module):

@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from seqtag.modules.embeddings import CharCNN
+
+
+def padded_conv_reference(cnn: CharCNN, char_ids: torch.Tensor) -> torch.Tensor:
+    """Conv1d over each zero-padded token, max over its real characters: the textbook char CNN."""
+    h = cnn.conv(cnn.embedding(char_ids).transpose(1, 2))  # (N, F, C)
+    return h.masked_fill((char_ids == 0).unsqueeze(1), float("-inf")).amax(dim=2)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+def test_char_cnn_equals_conv1d_over_padded_tokens(kernel_size):
+    torch.manual_seed(0)
+    cnn = CharCNN(num_chars=20, char_dim=7, num_filters=11, kernel_size=kernel_size).double()
+    lengths = torch.tensor([1, 4, 9, 2, 9, 3])
+    char_ids = torch.zeros(len(lengths), 9, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        char_ids[row, :n] = torch.randint(1, 20, (int(n),))
+
+    out = cnn(char_ids)
+    grads = torch.autograd.grad(out.sum(), list(cnn.parameters()))
+    ref = padded_conv_reference(cnn, char_ids)
+    ref_grads = torch.autograd.grad(ref.sum(), list(cnn.parameters()))
+
+    assert out.shape == (6, 11)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    for grad, ref_grad in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref_grad, atol=1e-12, rtol=0)
+
+
+def test_char_cnn_token_does_not_see_its_neighbours():
+    torch.manual_seed(0)
+    cnn = CharCNN(num_chars=20, char_dim=5, num_filters=4)
+    alone = cnn(torch.tensor([[3, 4, 5]]))
+    among = cnn(torch.tensor([[7, 8, 0], [3, 4, 5], [9, 0, 0]]))[1:2]
+    torch.testing.assert_close(alone, among)
+
+
+def test_char_cnn_rejects_even_kernel():
+    with pytest.raises(ValueError, match="odd"):
+        CharCNN(num_chars=5, kernel_size=4)
