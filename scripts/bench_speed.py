@@ -35,6 +35,7 @@ import datetime  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
 import shlex  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -158,6 +159,34 @@ def bench_decode(model, dm, args, device: torch.device) -> float:
     return best
 
 
+def bench_ddp(args, extra: list[str], processes: int) -> float:
+    """Seconds per training epoch of a real ``seqtag fit`` on CPU with ``processes`` processes (DDP when > 1).
+
+    Start-up (reading data, spawning processes) is taken out by timing a 1-epoch and a ``1 + args.ddp_epochs``-epoch
+    fit and dividing the difference. Validation is off; checkpoints go to a temporary folder.
+    """
+    config = yaml.safe_load(Path(args.config).read_text()) or {}
+    data = []
+    for key in DATA_KEYS:
+        value = (config.get("data") or {}).get(key)
+        if isinstance(value, str) and value.startswith("data/"):
+            data += [f"--data.{key}", str(Path(args.data_root) / value[len("data/") :])]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    seconds = []
+    for epochs in (1, 1 + args.ddp_epochs):
+        with tempfile.TemporaryDirectory() as root:
+            command = [sys.executable, "-m", "seqtag.cli", "fit", "--config", args.config, *data]
+            command += ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]
+            command += [f"--trainer.devices={processes}", f"--trainer.max_epochs={epochs}"]
+            command += ["--trainer.limit_val_batches=0", f"--trainer.default_root_dir={root}", *extra]
+            if processes > 1:
+                command.append("--trainer.strategy=ddp")
+            start = time.perf_counter()
+            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seconds.append(time.perf_counter() - start)
+    return (seconds[1] - seconds[0]) / args.ddp_epochs
+
+
 def bench_vectors(dm) -> tuple[float, float]:
     """Seconds to load the data's word vectors with a fresh cache folder, then with the cache filled."""
     from seqtag.data import vectors as vectors_module
@@ -200,7 +229,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode-repeats", type=int, default=2, help="timed decoding passes (the best counts)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "decode", "vectors"], help="parts to skip")
     parser.add_argument("--append", help="markdown file to append the result to")
+    parser.add_argument(
+        "--ddp",
+        type=int,
+        default=0,
+        help="instead: epoch time of a real `seqtag fit` with 1 and with this many CPU processes (DDP)",
+    )
+    parser.add_argument("--ddp-epochs", type=int, default=2, help="timed epochs of each --ddp fit")
     args, extra = parser.parse_known_args(argv)
+    if args.ddp:
+        return main_ddp(args, extra)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -240,6 +278,23 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             f.write(text)
+    return 0
+
+
+def main_ddp(args: argparse.Namespace, extra: list[str]) -> int:
+    one = bench_ddp(args, extra, 1)
+    many = bench_ddp(args, extra, args.ddp)
+    header = (
+        "| config | threads/process | processes | s/epoch (1 process) | s/epoch (DDP) | speed-up |\n" + "|---" * 6 + "|"
+    )
+    row = f"| {Path(args.config).stem} | {args.threads} | {args.ddp} | {one:.1f} | {many:.1f} | {one / many:.2f}x |"
+    print(header)
+    print(row)
+    if args.append:
+        command = shlex.join([f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", sys.executable, *sys.argv])
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        with Path(args.append).open("a") as f:
+            f.write(f"\n`{command}`  \n{machine(args)}; {date}\n\n{header}\n{row}\n")
     return 0
 
 

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from seqtag.data import schemes
+from seqtag.data.packed import PackedSplit, passthrough
 from seqtag.data.readers import count_columns, read_dataset, sniff_predict_format
 from seqtag.data.sampler import BucketBatchSampler
 from seqtag.data.vectors import embedding_matrix, load_vectors_cached
@@ -141,6 +142,7 @@ class TaggingDataModule(L.LightningDataModule):
             raise SeqtagInputError("data.train (or data.vocab, a vocab.json saved with a model) is required")
         self._raw: dict[str, datasets.Dataset] = {}
         self._encoded: dict[str, datasets.Dataset] = {}
+        self._packed: dict[str, tuple[datasets.Dataset, PackedSplit]] = {}  # keyed by the encoded split it packs
         self._pretrained: torch.Tensor | None = None
         if vocab is not None:
             self.vocab = Vocab.load(vocab)
@@ -358,8 +360,11 @@ class TaggingDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------------------------------------- batches
     def _loader(self, split: Split, train: bool) -> DataLoader:
-        dataset = self._encode_split(split)
-        lengths = [len(ids) for ids in dataset["word_ids"]]
+        encoded = self._encode_split(split)
+        if self._packed.get(split, (None,))[0] is not encoded:
+            self._packed[split] = (encoded, PackedSplit(encoded))
+        dataset = self._packed[split][1]
+        lengths = dataset.lengths.tolist()
         trainer = self.trainer
         replicas = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
@@ -376,7 +381,7 @@ class TaggingDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_sampler=sampler,
-            collate_fn=collate,
+            collate_fn=passthrough,  # PackedSplit builds whole batches
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
             # Its own generator for the workers' base seed: drawing it from the global RNG at each new iterator

@@ -135,3 +135,41 @@ def test_exact_bucketing_gives_one_length_per_batch(shuffle):
     assert sorted(single) == list(range(len(lengths)))
     with pytest.raises(ValueError, match="bucketing should be one of"):
         BucketBatchSampler(lengths, 3, bucketing="exactly")
+
+
+def rows_of(encoded, positions, indices):
+    return [encoded[positions[i]] for i in indices]
+
+
+@pytest.mark.parametrize("bucketing", ["exact", "sorted"])
+def test_loader_batches_equal_collated_rows(shared_data, tmp_path, bucketing):
+    """Batches cut from the packed split equal collate() over the same Arrow rows, for real data, a filtered
+    training split (positions differ from sentence indices) and a split without tags."""
+    train = shared_data / "conll2003" / "eng.testa"
+    text = write(tmp_path / "raw.txt", "Peter lives in Paris .\n\nEU rejects German call\nok\n")
+    dm = TaggingDataModule(
+        str(train),
+        test=str(shared_data / "conll2003" / "eng.testb"),
+        predict=str(text),
+        max_length=30,
+        batch_size=16,
+        bucketing=bucketing,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    with pytest.warns(UserWarning, match="longer than max_length=30 left out"):
+        dm.setup("fit")
+    dm.setup("test")
+    dm.setup("predict")
+    loaders = {"train": dm.train_dataloader(), "test": dm.test_dataloader(), "predict": dm.predict_dataloader()}
+    for split, loader in loaders.items():
+        seen = []
+        encoded = dm._encode_split(split)
+        positions = {int(i): p for p, i in enumerate(encoded["index"])}
+        for batch in loader:
+            expected = collate(rows_of(encoded, positions, batch["index"].tolist()))
+            assert batch.keys() == expected.keys()
+            for key in expected:
+                assert torch.equal(batch[key], expected[key]), (split, key)
+            seen += batch["index"].tolist()
+        assert sorted(set(seen)) == sorted(encoded["index"])
+    assert int(dm._encode_split("train")["index"][-1]) > len(dm._encode_split("train")) - 1  # filtered

@@ -1,0 +1,115 @@
+"""An encoded split held as flat tensors, so a batch is cut by a few indexing operations.
+
+Reading rows one by one from Arrow and padding them in Python cost about as much as a training step of a small
+tagger. Here each split is flattened once (all tokens end to end, all characters end to end, with offsets), and
+``PackedSplit[indices]`` builds the padded batch with vectorized gathers. The batch equals
+``collate([row_i for i in indices])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+import torch
+
+
+def _lengths_and_values(column) -> tuple[torch.Tensor, object]:
+    """(lengths of each list, the flattened values) of an Arrow list column."""
+    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    return _to_tensor(pc.list_value_length(column).fill_null(0)), column.flatten()
+
+
+def _to_tensor(values) -> torch.Tensor:
+    """An Arrow integer array as a long tensor (an empty or all-null array gives an empty tensor)."""
+    if len(values) == 0 or values.null_count == len(values):
+        return torch.zeros(0, dtype=torch.long)
+    return torch.from_numpy(values.to_numpy(zero_copy_only=False).astype(np.int64))
+
+
+def _offsets(lengths: torch.Tensor) -> torch.Tensor:
+    """(n,) lengths → (n + 1,) start offsets."""
+    return torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+
+
+def _gather_padded(values: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """Rows ``values[starts[i] : starts[i] + lengths[i]]`` padded with 0 to ``width``.
+
+    Shape:
+        values: (N,);  starts, lengths: (n,);  returns: (n, width)
+    """
+    positions = starts.unsqueeze(1) + torch.arange(width)  # (n, width)
+    real = torch.arange(width) < lengths.unsqueeze(1)  # (n, width)
+    if values.numel() == 0:
+        return torch.zeros(real.shape, dtype=torch.long)
+    return torch.where(real, values[positions.clamp(max=values.numel() - 1)], 0)
+
+
+class PackedSplit:
+    """An encoded split (columns ``word_ids``, ``char_ids``, ``casing_ids``, ``tag_ids``, ``index``) as flat tensors.
+
+    Indexing with a list of sentence positions returns a padded batch: ``word_ids``, ``casing_ids``, ``tag_ids``
+    (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,); ``index`` (B,). A single int returns that sentence's row
+    (lists), as the Arrow dataset does.
+    """
+
+    def __init__(self, encoded: datasets.Dataset) -> None:
+        self.rows = encoded
+        table = encoded.with_format("arrow")[:]  # selections (``Dataset.select``) applied
+        self.lengths, words = _lengths_and_values(table.column("word_ids"))
+        self.token_offsets = _offsets(self.lengths)  # (S + 1,)
+        self.word_ids = _to_tensor(words)  # (N,)
+        _, casings = _lengths_and_values(table.column("casing_ids"))
+        self.casing_ids = _to_tensor(casings)  # (N,)
+        tag_lengths, tags = _lengths_and_values(table.column("tag_ids"))
+        self.tag_ids = _to_tensor(tags)
+        self.tag_offsets = _offsets(tag_lengths)  # sentences without tags (prediction) have none
+        _, token_chars = _lengths_and_values(table.column("char_ids"))
+        char_lengths, chars = _lengths_and_values(token_chars)
+        self.char_lengths = char_lengths  # (N,)
+        self.char_offsets = _offsets(char_lengths)  # (N + 1,)
+        self.char_ids = _to_tensor(chars)  # (M,)
+        self.index = torch.tensor(table.column("index").to_pylist(), dtype=torch.long)  # (S,)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, indices: int | Sequence[int]):
+        if isinstance(indices, int):
+            return self.rows[indices]
+        return self.batch(indices)
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        # DataLoader with a batch sampler calls this once per batch; collate_fn then passes the batch through.
+        return self.batch(indices)
+
+    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)  # (B,)
+        lengths = self.lengths[idx]  # (B,)
+        width = int(lengths.max())
+        starts = self.token_offsets[idx]
+        word_ids = _gather_padded(self.word_ids, starts, lengths, width)  # (B, T)
+        casing_ids = _gather_padded(self.casing_ids, starts, lengths, width)  # (B, T)
+        tag_lengths = self.tag_offsets[idx + 1] - self.tag_offsets[idx]
+        tag_ids = _gather_padded(self.tag_ids, self.tag_offsets[idx], tag_lengths, width)  # (B, T)
+        real = torch.arange(width) < lengths.unsqueeze(1)  # (B, T)
+        tokens = (starts.unsqueeze(1) + torch.arange(width))[real]  # (n,) flat ids of the batch's tokens
+        char_lengths = self.char_lengths[tokens]
+        chars = _gather_padded(self.char_ids, self.char_offsets[tokens], char_lengths, int(char_lengths.max()))
+        char_ids = torch.zeros(len(idx), width, chars.shape[1], dtype=torch.long)  # (B, T, C)
+        char_ids[real] = chars
+        return {
+            "word_ids": word_ids,
+            "char_ids": char_ids,
+            "casing_ids": casing_ids,
+            "tag_ids": tag_ids,
+            "lengths": lengths,
+            "index": self.index[idx],
+        }
+
+
+def passthrough(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The DataLoader's collate_fn for a :class:`PackedSplit`: its batches are already collated."""
+    return batch
