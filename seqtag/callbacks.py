@@ -78,7 +78,7 @@ class BestCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._auto:
-            has_validation = trainer.datamodule is None or getattr(trainer.datamodule, "has_validation", True)
+            has_validation = validation_runs(trainer)
             self.monitor = getattr(pl_module, "monitor", None) if has_validation else None
             if self.monitor is None:
                 self.save_top_k = 1  # without validation: keep the last epoch's model as best.ckpt too
@@ -88,6 +88,12 @@ class BestCheckpoint(ModelCheckpoint):
         vocab = getattr(pl_module, "vocab", None)
         if vocab is not None and trainer.is_global_zero and self.dirpath:
             vocab.save(Path(self.dirpath) / "vocab.json")
+
+
+def validation_runs(trainer: L.Trainer) -> bool:
+    """Whether this fit validates: the data has a validation split and ``trainer.limit_val_batches`` is not 0."""
+    has_split = trainer.datamodule is None or getattr(trainer.datamodule, "has_validation", True)
+    return has_split and trainer.limit_val_batches != 0
 
 
 class AutoEarlyStopping(EarlyStopping):
@@ -100,7 +106,7 @@ class AutoEarlyStopping(EarlyStopping):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._auto:
             self.monitor = getattr(pl_module, "monitor", "val/loss")
-            if trainer.datamodule is not None and not getattr(trainer.datamodule, "has_validation", True):
+            if not validation_runs(trainer):
                 self.monitor = "train/loss"
                 self.mode = "min"  # `monitor_op` follows `mode`
                 self.min_delta = -abs(self.min_delta)

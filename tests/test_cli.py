@@ -148,3 +148,17 @@ def test_real_data_smoke(shared_data, tmp_path):
     tagger = Tagger.load(best if best.is_absolute() else ROOT / best)
     assert tagger.vocab.data_scheme == "IOB1" and tagger.scheme == "BIOES"
     assert len(tagger.vocab.words) > 20000  # train words plus dev words with a GloVe vector
+
+
+def test_fit_with_validation_turned_off_by_the_trainer(tmp_path):
+    """--trainer.limit_val_batches=0 with a validation split: early stopping and checkpoints follow train/loss."""
+    train = small_split(tmp_path, "train", 40)
+    result = seqtag(
+        "fit", "--config", ROOT / "configs" / "quickstart.yaml",
+        "--data.train", train, "--data.validation", train, "--data.cache_dir", tmp_path / "cache",
+        "--trainer.max_epochs", 2, "--trainer.limit_val_batches=0", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", tmp_path / "runs",
+    )  # fmt: skip
+    best = Path(result.stdout.split("Best checkpoint: ")[1].split()[0])
+    assert best.is_file() and (best.parent / "last.ckpt").is_file()
+    assert "Traceback" not in result.stderr
