@@ -163,7 +163,8 @@ def bench_ddp(args, extra: list[str], processes: int) -> float:
     """Seconds per training epoch of a real ``seqtag fit`` on CPU with ``processes`` processes (DDP when > 1).
 
     Start-up (reading data, spawning processes) is taken out by timing a 1-epoch and a ``1 + args.ddp_epochs``-epoch
-    fit and dividing the difference. Validation is off; checkpoints go to a temporary folder.
+    fit and dividing the difference. Validation and the learning-rate schedule are off; checkpoints go to a
+    temporary folder.
     """
     config = yaml.safe_load(Path(args.config).read_text()) or {}
     data = []
@@ -178,7 +179,8 @@ def bench_ddp(args, extra: list[str], processes: int) -> float:
             command = [sys.executable, "-m", "seqtag.cli", "fit", "--config", args.config, *data]
             command += ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]
             command += [f"--trainer.devices={processes}", f"--trainer.max_epochs={epochs}"]
-            command += ["--trainer.limit_val_batches=0", f"--trainer.default_root_dir={root}", *extra]
+            command += ["--trainer.limit_val_batches=0", f"--trainer.default_root_dir={root}"]
+            command += ["--model.lr_scheduler=null", *extra]  # a plateau scheduler needs validation
             if processes > 1:
                 command.append("--trainer.strategy=ddp")
             start = time.perf_counter()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from seqtag.callbacks import validation_runs
 from seqtag.data import schemes
 from seqtag.data.vocab import Vocab
 from seqtag.errors import NonFiniteLossError, SeqtagInputError
@@ -239,6 +240,13 @@ class Tagger(L.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and self._trainer is not None:
+            if not validation_runs(self.trainer):
+                raise SeqtagInputError(
+                    f"lr_scheduler ReduceLROnPlateau steps on the validation metric {self.monitor}, but this fit does "
+                    f"not validate (no validation data, or trainer.limit_val_batches=0): give validation data "
+                    f"(data.validation or data.validation_from_train) or choose another lr_scheduler"
+                )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
 
     # ---------------------------------------------------------------------------------- data and checkpoints

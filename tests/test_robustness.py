@@ -341,3 +341,11 @@ def test_run_killed_mid_training_resumes_to_the_same_weights(tmp_path):
     ]
     assert scores[0] == scores[1]
     assert any(value is not None and value > 0 for value in scores[1].values())  # the model learned something
+
+
+def test_plateau_scheduler_without_validation_is_a_clear_error(tmp_path, capsys):
+    path = write(tmp_path / "train.conll", conll(20))
+    scheduler = "--model.lr_scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau"
+    status, err = run(capsys, "fit", "--data.train", path, scheduler, *options(tmp_path))
+    assert status == 2
+    assert "ReduceLROnPlateau steps on the validation metric" in err and "Traceback" not in err
