@@ -1,9 +1,9 @@
 """An encoded split held as flat tensors, so a batch is cut by a few indexing operations.
 
 Reading rows one by one from Arrow and padding them in Python took half as long as the training steps themselves
-for a small tagger (CoNLL-2003, NCRF++ size). Here each split is flattened once (all tokens end to end, all characters end to end, with offsets), and
-``PackedSplit[indices]`` builds the padded batch with vectorized gathers. The batch equals
-``collate([row_i for i in indices])``.
+for a small tagger (CoNLL-2003, NCRF++ size). Here each split is flattened once (all tokens end to end, all
+characters end to end, with offsets), and ``PackedSplit[indices]`` builds the padded batch with vectorized gathers.
+The batch equals ``collate([row_i for i in indices])``.
 """
 
 from __future__ import annotations
