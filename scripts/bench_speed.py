@@ -72,17 +72,23 @@ def machine(args: argparse.Namespace) -> str:
     return text
 
 
-def build(args: argparse.Namespace, extra: list[str]):
-    """The CLI's model and data module for the config, data paths resolved under --data-root."""
-    from seqtag.cli import cli_main
-
+def data_overrides(args: argparse.Namespace) -> list[str]:
+    """``--data.KEY PATH`` options that put the config's ``data/...`` paths under ``--data-root``."""
     config = yaml.safe_load(Path(args.config).read_text()) or {}
     overrides = []
     for key in DATA_KEYS:
         value = (config.get("data") or {}).get(key)
         if isinstance(value, str) and value.startswith("data/"):
             overrides += [f"--data.{key}", str(Path(args.data_root) / value[len("data/") :])]
-    cli_args = ["--config", args.config, *overrides, "--trainer.logger=false", "--trainer.accelerator=cpu", *extra]
+    return overrides
+
+
+def build(args: argparse.Namespace, extra: list[str]):
+    """The CLI's model and data module for the config, data paths resolved under --data-root."""
+    from seqtag.cli import cli_main
+
+    cli_args = ["--config", args.config, *data_overrides(args), "--trainer.logger=false", "--trainer.accelerator=cpu"]
+    cli_args += extra
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli = cli_main(cli_args, run=False)
@@ -166,12 +172,7 @@ def bench_ddp(args, extra: list[str], processes: int) -> float:
     fit and dividing the difference. Validation and the learning-rate schedule are off; checkpoints go to a
     temporary folder.
     """
-    config = yaml.safe_load(Path(args.config).read_text()) or {}
-    data = []
-    for key in DATA_KEYS:
-        value = (config.get("data") or {}).get(key)
-        if isinstance(value, str) and value.startswith("data/"):
-            data += [f"--data.{key}", str(Path(args.data_root) / value[len("data/") :])]
+    data = data_overrides(args)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     seconds = []
     for epochs in (1, 1 + args.ddp_epochs):
