@@ -56,6 +56,7 @@ class SeqtagCLI(LightningCLI):
         parser.link_arguments("data.scheme", "model.scheme", apply_on="instantiate")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.num_chars", "model.num_chars", apply_on="instantiate")
+        parser.link_arguments("data.feature_sizes", "model.feature_sizes", apply_on="instantiate")
         # Checkpointing and early stopping are configurable under `checkpoint.*` and `early_stopping.*`.
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(AutoEarlyStopping, "early_stopping")

@@ -56,6 +56,9 @@ class Tagger(L.LightningModule):
         casing_dim: casing feature size (0 = off). Default: 0
         freeze_words: keep the word vectors fixed. Default: False
         word_dropout: probability of replacing a training word by UNK. Default: 0.0
+        feature_sizes: the number of values of each input feature column (linked from the data's
+            ``feature_columns``). Default: none
+        feature_dim: embedding size of each feature column. Default: 20
         char_lm_forward: a forward character LM checkpoint (``seqtag lm fit``) whose state after each word's last
             character is added to the token representation (Akbik et al. 2018). Default: None
         char_lm_backward: a backward character LM checkpoint; its state at each word's first character is added.
@@ -85,6 +88,8 @@ class Tagger(L.LightningModule):
         casing_dim: int = 0,
         freeze_words: bool = False,
         word_dropout: float = 0.0,
+        feature_sizes: list[int] | None = None,
+        feature_dim: int = 20,
         char_lm_forward: str | None = None,
         char_lm_backward: str | None = None,
         char_lm_finetune: bool = False,
@@ -112,7 +117,17 @@ class Tagger(L.LightningModule):
         self.vocab: Vocab | None = None  # set from the data in training, from the checkpoint when loaded
 
         self.embedder = TokenEmbedder(
-            vocab_size, num_chars, word_dim, char_encoder, char_dim, char_hidden, casing_dim, freeze_words, word_dropout
+            vocab_size,
+            num_chars,
+            word_dim,
+            char_encoder,
+            char_dim,
+            char_hidden,
+            casing_dim,
+            freeze_words,
+            word_dropout,
+            feature_sizes or (),
+            feature_dim,
         )
         self.char_lm: CharLMEmbedder | None = None
         if char_lm_forward is not None or char_lm_backward is not None:
@@ -141,12 +156,15 @@ class Tagger(L.LightningModule):
         """Emission scores.
 
         Shape:
-            batch: ``word_ids``, ``casing_ids`` (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,)
+            batch: ``word_ids``, ``casing_ids`` (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,);
+                ``feature_ids`` (B, T, F) for a model with feature columns
             returns: (B, T, K)
         """
         lengths = batch["lengths"]
         mask = length_mask(lengths, batch["word_ids"].shape[1])  # (B, T)
-        tokens = self.embedder(batch["word_ids"], batch["char_ids"], batch["casing_ids"], mask)  # (B, T, E)
+        tokens = self.embedder(
+            batch["word_ids"], batch["char_ids"], batch["casing_ids"], mask, batch.get("feature_ids")
+        )  # (B, T, E)
         if self.char_lm is not None:
             tokens = torch.cat([tokens, self.char_lm(batch["char_ids"], mask)], dim=-1)  # (B, T, E + H_fw + H_bw)
         encoded = self.encoder(self.dropout(tokens), lengths)  # (B, T, 2H)
@@ -324,18 +342,43 @@ class Tagger(L.LightningModule):
         return model.eval()
 
     @torch.inference_mode()
-    def tag(self, sentences: Sequence[Sequence[str] | str], batch_size: int = 256) -> list[list[str]]:
-        """Tags sentences given as token lists (or strings, split on whitespace), in the data's scheme."""
+    def tag(
+        self,
+        sentences: Sequence[Sequence[str] | str],
+        batch_size: int = 256,
+        features: Sequence[Sequence[Sequence[str]]] | None = None,
+    ) -> list[list[str]]:
+        """Tags sentences given as token lists (or strings, split on whitespace), in the data's scheme.
+
+        ``features``: for a model trained with feature columns, per sentence its columns' values (F lists of T
+        strings), e.g. ``[[["NNP", "VBZ", "JJ", "NN"]]]`` for one sentence with a POS column.
+        """
         from seqtag.data.datamodule import iter_batches
 
         if self.vocab is None:
             raise SeqtagInputError("the tagger has no vocabulary: load it with Tagger.load(checkpoint)")
         token_lists = [s.split() if isinstance(s, str) else list(s) for s in sentences]
+        num_features = len(self.vocab.features)
+        if num_features and features is None:
+            raise SeqtagInputError(
+                f"this tagger reads {num_features} feature columns besides the tokens: pass features=[per sentence, "
+                f"{num_features} lists of values, one per token]"
+            )
+        if features is not None:
+            if len(features) != len(token_lists):
+                raise SeqtagInputError(f"{len(token_lists)} sentences but features for {len(features)}")
+            for i, (tokens, columns) in enumerate(zip(token_lists, features)):
+                if len(columns) != num_features or any(len(values) != len(tokens) for values in columns):
+                    raise SeqtagInputError(
+                        f"sentence {i}: expected {num_features} feature columns of {len(tokens)} values each, got "
+                        f"{[len(values) for values in columns]}"
+                    )
         results: list[list[str]] = [[] for _ in token_lists]
         nonempty = [i for i, tokens in enumerate(token_lists) if tokens]
         was_training = self.training
         self.eval()
-        for batch in iter_batches(self.vocab, [token_lists[i] for i in nonempty], batch_size):
+        kept_features = [list(map(list, features[i])) for i in nonempty] if features is not None else None
+        for batch in iter_batches(self.vocab, [token_lists[i] for i in nonempty], batch_size, kept_features):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             for i, tags in self.predict_step(batch, 0):
                 results[nonempty[i]] = tags

@@ -33,7 +33,8 @@ def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
     Shape:
         word_ids, casing_ids, tag_ids: (B, T) long, padded with 0;  char_ids: (B, T, C) long;
-        lengths: (B,) long;  index: (B,) long, the sentences' positions in their split.
+        lengths: (B,) long;  index: (B,) long, the sentences' positions in their split;
+        feature_ids: (B, T, F) long, only when the rows have ``feature_ids``.
     """
     batch_size = len(rows)
     lengths = torch.tensor([len(r["word_ids"]) for r in rows], dtype=torch.long)
@@ -51,7 +52,7 @@ def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
             tag_ids[b, :n] = torch.as_tensor(row["tag_ids"])
         for t, chars in enumerate(row["char_ids"]):
             char_ids[b, t, : len(chars)] = torch.as_tensor(chars)
-    return {
+    batch = {
         "word_ids": word_ids,
         "char_ids": char_ids,
         "casing_ids": casing_ids,
@@ -59,6 +60,13 @@ def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "lengths": lengths,
         "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
     }
+    if "feature_ids" in rows[0]:
+        num_features = len(rows[0]["feature_ids"][0])
+        feature_ids = torch.zeros(batch_size, max_len, num_features, dtype=torch.long)
+        for b, row in enumerate(rows):
+            feature_ids[b, : len(row["feature_ids"])] = torch.as_tensor(row["feature_ids"]).view(-1, num_features)
+        batch["feature_ids"] = feature_ids
+    return batch
 
 
 class TaggingDataModule(L.LightningDataModule):
@@ -75,6 +83,10 @@ class TaggingDataModule(L.LightningDataModule):
         tag_column: CoNLL column index (e.g. -1 for the last), ``upos``/``xpos`` for CoNLL-U, or a field name.
             Default: the last column / UPOS / ``tags``, ``ner_tags``, ``upos``, ``pos_tags``, ``chunk_tags``
         hub_config: configuration name of a hub dataset. Default: None
+        feature_columns: columns given to the model as embedded input features, e.g. ``[1]`` for the POS column
+            of CoNLL-2000/2003 files: CoNLL column indices, CoNLL-U fields (``lemma``, ``upos``, ``xpos``,
+            ``feats``, ``deprel``) or field names. Every split, including data to tag, must have them.
+            Default: None
         encoding: text encoding of files. Default: ``utf-8``
         tag_scheme: the data's tag scheme: ``auto`` (detected from train), ``IOB1``, ``IOB2``/``BIO``, ``BIOES``,
             ``BMES``, or ``none`` (labels are plain classes, as in POS tagging). Default: ``auto``
@@ -112,6 +124,7 @@ class TaggingDataModule(L.LightningDataModule):
         token_column: int | str | None = None,
         tag_column: int | str | None = None,
         hub_config: str | None = None,
+        feature_columns: list[int | str] | None = None,
         encoding: str = "utf-8",
         tag_scheme: str = "auto",
         train_scheme: str = "BIOES",
@@ -169,6 +182,7 @@ class TaggingDataModule(L.LightningDataModule):
             "tag_column": hp.tag_column,
             "encoding": hp.encoding,
             "hub_config": hp.hub_config,
+            "feature_columns": hp.feature_columns,
             "split": split,
             "cache_dir": hp.cache_dir,
         }
@@ -177,8 +191,11 @@ class TaggingDataModule(L.LightningDataModule):
             if hp.format == "auto" and not source.endswith((".conllu", ".json", ".jsonl", ".parquet")):
                 try:
                     options["format"] = sniff_predict_format(source, hp.encoding)
-                    # A column file with more than the tokens keeps its last column as gold tags.
-                    options["with_tags"] = options["format"] == "conll" and count_columns(source, hp.encoding) > 1
+                    # A column file with more than the tokens (and the feature columns) keeps its last column as gold
+                    # tags.
+                    inputs = 1 + len(hp.feature_columns or [])
+                    columns = count_columns(source, hp.encoding)
+                    options["with_tags"] = options["format"] == "conll" and columns > inputs
                 except SeqtagInputError:
                     pass  # read_dataset reports the missing file
         dataset = read_dataset(source, **options)
@@ -224,8 +241,17 @@ class TaggingDataModule(L.LightningDataModule):
             vectors, dim = load_vectors_cached(hp.word_vectors, candidates)
             extra = {w for w in candidates if w in vectors or w.lower() in vectors}
             self._vectors, self.word_vectors_dim = vectors, dim
+        train_features = train["features"] if hp.feature_columns else ()
         vocab = Vocab.build(
-            train["tokens"], labels, hp.min_count, hp.lowercase, hp.zero_digits, extra, train_scheme, self.data_scheme
+            train["tokens"],
+            labels,
+            hp.min_count,
+            hp.lowercase,
+            hp.zero_digits,
+            extra,
+            train_scheme,
+            self.data_scheme,
+            train_features,
         )
         return vocab
 
@@ -251,6 +277,11 @@ class TaggingDataModule(L.LightningDataModule):
     @property
     def num_chars(self) -> int:
         return len(self.vocab.chars)
+
+    @property
+    def feature_sizes(self) -> list[int]:
+        """The number of values (with PAD and UNK) of each feature column; empty without feature columns."""
+        return [len(values) for values in self.vocab.features]
 
     def pretrained_embeddings(self) -> torch.Tensor | None:
         """(V, E) float rows for the word vocabulary from ``word_vectors``, or None."""
@@ -281,6 +312,12 @@ class TaggingDataModule(L.LightningDataModule):
         vocab = self.vocab
         hp = self.hparams
         source = getattr(hp, split) or hp.train
+        if len(vocab.features) != len(hp.feature_columns or []):
+            raise SeqtagInputError(
+                f"the model reads {len(vocab.features)} feature columns but data.feature_columns is "
+                f"{hp.feature_columns}: use the training's data options"
+            )
+        with_features = bool(vocab.features)
         label_index = vocab.label_index
         unknown: set[str] = set()
         if split != "predict" and vocab.scheme is not None:
@@ -305,6 +342,8 @@ class TaggingDataModule(L.LightningDataModule):
 
         def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
             out: dict[str, list] = {"word_ids": [], "char_ids": [], "casing_ids": [], "tag_ids": [], "index": indices}
+            if with_features:
+                out["feature_ids"] = [vocab.encode_features(features) for features in batch["features"]]
             for tokens, tags in zip(batch["tokens"], batch["tags"]):
                 ids = vocab.encode_tokens(tokens)
                 for key in ("word_ids", "char_ids", "casing_ids"):
@@ -421,13 +460,23 @@ class TaggingDataModule(L.LightningDataModule):
             )
 
 
-def iter_batches(vocab: Vocab, sentences: list[list[str]], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of raw token lists for tagging from Python, longest-first order kept in ``index``."""
+def iter_batches(
+    vocab: Vocab,
+    sentences: list[list[str]],
+    batch_size: int,
+    features: list[list[list[str]]] | None = None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of raw token lists for tagging from Python, in length order; ``index`` gives each one's position.
+
+    ``features``: per sentence, its feature columns (F lists of T values), for a model trained with them.
+    """
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     for start in range(0, len(order), batch_size):
         rows = []
         for i in order[start : start + batch_size]:
             row = vocab.encode_tokens(sentences[i])
+            if features is not None:
+                row["feature_ids"] = vocab.encode_features(features[i])
             row["tag_ids"] = []
             row["index"] = i
             rows.append(row)

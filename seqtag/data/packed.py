@@ -51,7 +51,8 @@ class PackedSplit:
     """An encoded split (columns ``word_ids``, ``char_ids``, ``casing_ids``, ``tag_ids``, ``index``) as flat tensors.
 
     Indexing with a list of sentence positions returns a padded batch: ``word_ids``, ``casing_ids``, ``tag_ids``
-    (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,); ``index`` (B,). A single int returns that sentence's row
+    (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,); ``index`` (B,); and ``feature_ids`` (B, T, F) when the split
+    has a ``feature_ids`` column. A single int returns that sentence's row
     (lists), as the Arrow dataset does.
     """
 
@@ -72,6 +73,11 @@ class PackedSplit:
         self.char_offsets = _offsets(char_lengths)  # (N + 1,)
         self.char_ids = _to_tensor(chars)  # (M,)
         self.index = torch.tensor(table.column("index").to_pylist(), dtype=torch.long)  # (S,)
+        self.feature_ids: torch.Tensor | None = None  # (N, F), with feature columns only
+        if "feature_ids" in table.column_names:
+            _, values = _lengths_and_values(table.column("feature_ids"))
+            num_features = int(pc.list_value_length(values).to_numpy()[0]) if len(values) else 0
+            self.feature_ids = _to_tensor(values.flatten()).view(-1, num_features)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -100,7 +106,7 @@ class PackedSplit:
         chars = _gather_padded(self.char_ids, self.char_offsets[tokens], char_lengths, int(char_lengths.max()))
         char_ids = torch.zeros(len(idx), width, chars.shape[1], dtype=torch.long)  # (B, T, C)
         char_ids[real] = chars
-        return {
+        batch = {
             "word_ids": word_ids,
             "char_ids": char_ids,
             "casing_ids": casing_ids,
@@ -108,6 +114,11 @@ class PackedSplit:
             "lengths": lengths,
             "index": self.index[idx],
         }
+        if self.feature_ids is not None:
+            feature_ids = self.feature_ids.new_zeros(len(idx), width, self.feature_ids.shape[1])  # (B, T, F)
+            feature_ids[real] = self.feature_ids[tokens]
+            batch["feature_ids"] = feature_ids
+        return batch
 
 
 def passthrough(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,5 +1,8 @@
 """Readers: every source becomes sentences of ``{"tokens": list[str], "tags": list[str]}``.
 
+With feature columns (e.g. the POS column of CoNLL-2000), a sentence also has ``"features": list[list[str]]``,
+one list of T values per feature column, in the order the columns were asked for.
+
 Formats: CoNLL column files (space or TAB separated, ``-DOCSTART-`` skipped, ``.gz``), CoNLL-U (UPOS or XPOS,
 multiword ranges ``3-4`` and empty nodes ``8.1`` skipped), plain text for prediction (one sentence per line),
 JSON / JSON lines, parquet, ``Dataset.save_to_disk`` folders and Hugging Face hub names.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import datasets
 
 from seqtag.errors import DataFormatError, SeqtagInputError
 
-Sentence = dict[str, list[str]]
+Sentence = dict[str, list]
 
 # Columns are separated by runs of spaces or TABs only: other Unicode spaces (no-break space, zero-width
 # characters) can be part of a token.
@@ -70,6 +73,7 @@ def read_conll(
     tag_column: int | None = -1,
     delimiter: str | None = None,
     encoding: str = "utf-8",
+    feature_columns: Sequence[int] = (),
 ) -> Iterator[Sentence]:
     """Reads a CoNLL column file: one token per line, a blank line between sentences.
 
@@ -80,25 +84,37 @@ def read_conll(
             Default: -1 (the last column, as in CoNLL-2000 and CoNLL-2003).
         delimiter: column separator; None means runs of spaces or TABs. Default: None
         encoding: text encoding. Default: ``"utf-8"``
+        feature_columns: indices of columns read as input features (e.g. ``[1]`` for the POS column of CoNLL-2000
+            and CoNLL-2003). Default: none
 
     Yields:
-        ``{"tokens": [...], "tags": [...]}`` per sentence (``tags`` is empty when ``tag_column`` is None).
+        ``{"tokens": [...], "tags": [...]}`` per sentence (``tags`` is empty when ``tag_column`` is None), plus
+        ``"features"`` (one list per feature column) when ``feature_columns`` is given.
 
     Raises:
         DataFormatError: a row whose number of columns differs from the first row's, a missing column,
             an empty token, or a file with no sentence.
     """
     path = Path(path)
+    feature_columns = list(feature_columns)
     tokens: list[str] = []
     tags: list[str] = []
+    features: list[list[str]] = [[] for _ in feature_columns]
     num_columns = None
     found = False
+
+    def sentence() -> Sentence:
+        row: Sentence = {"tokens": tokens, "tags": tags}
+        if feature_columns:
+            row["features"] = features
+        return row
+
     for lineno, line in _open_lines(path, encoding):
         if not line.strip(" \t"):
             if tokens:
                 found = True
-                yield {"tokens": tokens, "tags": tags}
-                tokens, tags = [], []
+                yield sentence()
+                tokens, tags, features = [], [], [[] for _ in feature_columns]
             continue
         if delimiter is None and "\t" in line:
             # Splitting on runs of TABs would silently shift the columns after an empty field.
@@ -112,11 +128,18 @@ def read_conll(
             continue
         if num_columns is None:
             num_columns = len(fields)
-            for name, column in (("token_column", token_column), ("tag_column", tag_column)):
+            named = [("token_column", token_column), ("tag_column", tag_column)]
+            named += [("feature_columns", column) for column in feature_columns]
+            for name, column in named:
                 if column is not None and not -num_columns <= column < num_columns:
                     raise DataFormatError(
                         path, lineno, f"{name}={column} does not exist: the file has {num_columns} columns", line
                     )
+            if tag_column is not None and tag_column % num_columns in {c % num_columns for c in feature_columns}:
+                raise SeqtagInputError(
+                    f"{path}: feature_columns {feature_columns} include the tag column {tag_column}: the model would "
+                    f"read the answer"
+                )
         elif len(fields) != num_columns:
             raise DataFormatError(path, lineno, f"expected {num_columns} columns, got {len(fields)}", line)
         token = fields[token_column]
@@ -128,14 +151,21 @@ def read_conll(
             if not tag:
                 raise DataFormatError(path, lineno, "empty tag", line)
             tags.append(tag)
+        for values, column in zip(features, feature_columns):
+            values.append(fields[column])
     if tokens:
         found = True
-        yield {"tokens": tokens, "tags": tags}
+        yield sentence()
     if not found:
         raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
 
 
-def read_conllu(path: str | Path, tag_field: str = "upos", encoding: str = "utf-8") -> Iterator[Sentence]:
+CONLLU_FIELDS = {"lemma": 2, "upos": 3, "xpos": 4, "feats": 5, "deprel": 7}
+
+
+def read_conllu(
+    path: str | Path, tag_field: str = "upos", encoding: str = "utf-8", feature_fields: Sequence[str] = ()
+) -> Iterator[Sentence]:
     """Reads a CoNLL-U file, one sentence per block, tagging syntactic words.
 
     Multiword-token ranges (``3-4``) and empty nodes (``8.1``) are skipped: the words of a range follow it on
@@ -145,24 +175,41 @@ def read_conllu(path: str | Path, tag_field: str = "upos", encoding: str = "utf-
         path: the ``.conllu`` file (``.gz`` accepted).
         tag_field: ``"upos"`` (column 4) or ``"xpos"`` (column 5). Default: ``"upos"``
         encoding: text encoding. Default: ``"utf-8"``
+        feature_fields: fields read as input features, among ``lemma``, ``upos``, ``xpos``, ``feats``,
+            ``deprel``. Default: none
 
     Raises:
         DataFormatError: a row without 10 TAB-separated columns, or a file with no sentence.
     """
-    columns = {"upos": 3, "xpos": 4}
-    if tag_field not in columns:
+    if tag_field not in ("upos", "xpos"):
         raise SeqtagInputError(f"tag_column for CoNLL-U should be one of 'upos', 'xpos', got {tag_field!r}")
+    unknown = [f for f in feature_fields if f not in CONLLU_FIELDS]
+    if unknown:
+        raise SeqtagInputError(f"feature_columns for CoNLL-U should be among {list(CONLLU_FIELDS)}, got {unknown}")
+    if tag_field in feature_fields:
+        raise SeqtagInputError(
+            f"{path}: feature_columns include the tag field {tag_field!r}: the model would read the answer"
+        )
     path = Path(path)
-    tag_index = columns[tag_field]
+    tag_index = CONLLU_FIELDS[tag_field]
+    feature_indices = [CONLLU_FIELDS[f] for f in feature_fields]
     tokens: list[str] = []
     tags: list[str] = []
+    features: list[list[str]] = [[] for _ in feature_indices]
     found = False
+
+    def sentence() -> Sentence:
+        row: Sentence = {"tokens": tokens, "tags": tags}
+        if feature_indices:
+            row["features"] = features
+        return row
+
     for lineno, line in _open_lines(path, encoding):
         if not line.strip():
             if tokens:
                 found = True
-                yield {"tokens": tokens, "tags": tags}
-                tokens, tags = [], []
+                yield sentence()
+                tokens, tags, features = [], [], [[] for _ in feature_indices]
             continue
         if line.startswith("#"):
             continue
@@ -178,9 +225,11 @@ def read_conllu(path: str | Path, tag_field: str = "upos", encoding: str = "utf-
             raise DataFormatError(path, lineno, "empty FORM", line)
         tokens.append(fields[1])
         tags.append(fields[tag_index])
+        for values, index in zip(features, feature_indices):
+            values.append(fields[index])
     if tokens:
         found = True
-        yield {"tokens": tokens, "tags": tags}
+        yield sentence()
     if not found:
         raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
 
@@ -266,16 +315,27 @@ def _field(columns: list[str], wanted: int | str | None, defaults: tuple[str, ..
     )
 
 
-def _from_hf(dataset: datasets.Dataset, source: str, token_column: Any, tag_column: Any, with_tags: bool):
+def _class_names(dataset: datasets.Dataset, field: str) -> list[str] | None:
+    """The names of a ``Sequence(ClassLabel)`` field, or None for a field of strings."""
+    inner = getattr(dataset.features[field], "feature", None)
+    return getattr(inner, "names", None)
+
+
+def _from_hf(
+    dataset: datasets.Dataset,
+    source: str,
+    token_column: Any,
+    tag_column: Any,
+    with_tags: bool,
+    feature_columns: Sequence[Any] = (),
+):
     """Yields sentences of a field-based dataset, turning ClassLabel ids into their names."""
     columns = list(dataset.column_names)
     token_field = _field(columns, token_column, TOKEN_FIELDS, source, "token")
     tag_field = _field(columns, tag_column, TAG_FIELDS, source, "tag") if with_tags else None
-    names = None
-    if tag_field is not None:
-        feature = dataset.features[tag_field]
-        inner = getattr(feature, "feature", None)
-        names = getattr(inner, "names", None)
+    feature_fields = [_field(columns, str(f), (), source, "feature") for f in feature_columns]
+    names = _class_names(dataset, tag_field) if tag_field is not None else None
+    feature_names = [_class_names(dataset, f) for f in feature_fields]
     for i, row in enumerate(dataset):
         tokens = [str(t) for t in row[token_field]]
         tags = []
@@ -283,7 +343,17 @@ def _from_hf(dataset: datasets.Dataset, source: str, token_column: Any, tag_colu
             tags = [names[t] if names is not None else str(t) for t in row[tag_field]]
             if len(tags) != len(tokens):
                 raise DataFormatError(source, i + 1, f"{len(tokens)} tokens but {len(tags)} tags in row {i}")
-        yield {"tokens": tokens, "tags": tags}
+        sentence: Sentence = {"tokens": tokens, "tags": tags}
+        if feature_fields:
+            sentence["features"] = []
+            for field, field_names in zip(feature_fields, feature_names):
+                values = [field_names[v] if field_names is not None else str(v) for v in row[field]]
+                if len(values) != len(tokens):
+                    raise DataFormatError(
+                        source, i + 1, f"{len(tokens)} tokens but {len(values)} values of {field!r} in row {i}"
+                    )
+                sentence["features"].append(values)
+        yield sentence
 
 
 def iter_sentences(
@@ -295,8 +365,9 @@ def iter_sentences(
     with_tags: bool = True,
     encoding: str = "utf-8",
     hub_config: str | None = None,
+    feature_columns: Sequence[int | str] | None = None,
 ) -> Iterator[Sentence]:
-    """Sentences from any supported source, each ``{"tokens": [...], "tags": [...]}``.
+    """Sentences from any supported source, each ``{"tokens": [...], "tags": [...]}`` (and ``"features"``).
 
     Args:
         source: a file, a ``save_to_disk`` folder or a hub name; ``"name:split"`` picks a split of a folder or
@@ -312,18 +383,34 @@ def iter_sentences(
         with_tags: False for text to tag (CoNLL tag column then optional). Default: True
         encoding: text encoding of files. Default: ``"utf-8"``
         hub_config: the configuration name of a hub dataset. Default: None
+        feature_columns: columns read as input features: CoNLL column indices, CoNLL-U field names (``lemma``,
+            ``upos``, ``xpos``, ``feats``, ``deprel``) or field names. Default: none
     """
     fmt = guess_format(source) if format == "auto" else format
     if fmt not in FILE_FORMATS:
         raise SeqtagInputError(f"format should be one of {('auto',) + FILE_FORMATS}, got {format!r}")
     name, named_split = _strip_split(source)
     split = named_split or split
+    features = list(feature_columns or [])
     if fmt == "conll":
         tag = (-1 if with_tags else None) if tag_column is None else int(tag_column)
-        return read_conll(name, int(token_column or 0), tag, encoding=encoding)
+        try:
+            columns = [int(c) for c in features]
+        except ValueError:
+            raise SeqtagInputError(
+                f"{name}: feature_columns of a CoNLL column file are column indices, got {features}"
+            ) from None
+        return read_conll(name, int(token_column or 0), tag, encoding=encoding, feature_columns=columns)
     if fmt == "conllu":
-        return read_conllu(name, str(tag_column or "upos"), encoding=encoding)
+        return read_conllu(
+            name, str(tag_column or "upos"), encoding=encoding, feature_fields=[str(f) for f in features]
+        )
     if fmt == "text":
+        if features:
+            raise SeqtagInputError(
+                f"{name}: plain text has only tokens, but the model reads feature columns {features}: give a CoNLL "
+                f"file with those columns"
+            )
         return read_text(name, encoding=encoding)
     if fmt in ("json", "parquet"):
         if not Path(name).exists():
@@ -343,7 +430,7 @@ def iter_sentences(
         dataset = loaded
     else:
         dataset = load_hub(name, split, hub_config)
-    return _from_hf(dataset, source, token_column, tag_column, with_tags)
+    return _from_hf(dataset, source, token_column, tag_column, with_tags, features)
 
 
 def load_hub(name: str, split: str, config: str | None = None) -> datasets.Dataset:
@@ -376,6 +463,10 @@ def _generate(**kwargs: Any) -> Iterator[Sentence]:
 TEXT_FEATURES = datasets.Features(
     {"tokens": datasets.List(datasets.Value("string")), "tags": datasets.List(datasets.Value("string"))}
 )
+# The schema with feature columns: (F, T) strings per sentence.
+TEXT_FEATURES_WITH_INPUTS = datasets.Features(
+    {**TEXT_FEATURES, "features": datasets.List(datasets.List(datasets.Value("string")))}
+)
 
 
 def read_dataset(source: str, cache_dir: str | None = None, **options: Any) -> datasets.Dataset:
@@ -385,16 +476,15 @@ def read_dataset(source: str, cache_dir: str | None = None, **options: Any) -> d
     Errors in the file are raised before anything is cached. ``options`` are those of :func:`iter_sentences`.
     """
     kwargs = {"source": source, "fingerprint": source_fingerprint(source), **options}
+    schema = TEXT_FEATURES_WITH_INPUTS if options.get("feature_columns") else TEXT_FEATURES
     fmt = options.get("format", "auto")
     if fmt == "hub" or (fmt == "auto" and guess_format(source) in ("hub", "disk")):
         # Already Arrow: read straight from it without a second cache.
         rows = list(iter_sentences(source, **options))
-        return datasets.Dataset.from_list(rows, features=TEXT_FEATURES)
+        return datasets.Dataset.from_list(rows, features=schema)
     guess_format(source)  # a missing file is reported before datasets sees it
     try:
-        return datasets.Dataset.from_generator(
-            _generate, features=TEXT_FEATURES, gen_kwargs=kwargs, cache_dir=cache_dir
-        )
+        return datasets.Dataset.from_generator(_generate, features=schema, gen_kwargs=kwargs, cache_dir=cache_dir)
     except Exception as err:
         # datasets wraps errors raised by the generator in its own type: give the user ours.
         cause: BaseException | None = err
@@ -414,4 +504,6 @@ def to_dataset_dict(splits: dict[str, datasets.Dataset]) -> datasets.DatasetDict
             "tags": datasets.List(datasets.ClassLabel(names=labels)),
         }
     )
+    if any("features" in ds.column_names for ds in splits.values()):
+        features["features"] = TEXT_FEATURES_WITH_INPUTS["features"]
     return datasets.DatasetDict({name: ds.cast(features) for name, ds in splits.items()})

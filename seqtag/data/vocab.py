@@ -58,6 +58,7 @@ class Vocab:
         zero_digits: digits are replaced by 0 before lookup.
         scheme: the tag scheme the model is trained in (None for non-span labels such as POS tags).
         data_scheme: the scheme of the dataset's files, used to write predictions and score.
+        features: per feature column (e.g. POS tags given as input), id → value; ids 0 and 1 are PAD and UNK.
     """
 
     words: list[str]
@@ -68,11 +69,13 @@ class Vocab:
     zero_digits: bool = False
     scheme: str | None = None
     data_scheme: str | None = None
+    features: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.word_index = {w: i for i, w in enumerate(self.words)}
         self.char_index = {c: i for i, c in enumerate(self.chars)}
         self.label_index = {t: i for i, t in enumerate(self.labels)}
+        self.feature_index = [{v: i for i, v in enumerate(values)} for values in self.features]
 
     @classmethod
     def build(
@@ -85,6 +88,7 @@ class Vocab:
         extra_words: Iterable[str] = (),
         scheme: str | None = None,
         data_scheme: str | None = None,
+        train_features: Iterable[Sequence[Sequence[str]]] = (),
     ) -> Vocab:
         """Builds the vocabularies from training sentences.
 
@@ -94,6 +98,7 @@ class Vocab:
             min_count: words seen fewer times in training become UNK (unless in ``extra_words``). Default: 1
             extra_words: normalized words to keep whatever their count, e.g. words of any split that have a
                 pretrained vector, so that they keep it. Default: none
+            train_features: per training sentence, its feature columns (F lists of T values). Default: none
         """
         if min_count < 1:
             raise SeqtagInputError(f"min_count should be >= 1, got {min_count}")
@@ -113,7 +118,14 @@ class Vocab:
         words = [PAD, UNK] + [w for w in kept if w not in (PAD, UNK)]
         chars = [PAD, UNK] + sorted(char_counts)
         counts = [0, 0] + [word_counts.get(w, 0) for w in words[2:]]
-        return cls(words, chars, list(labels), counts, lowercase, zero_digits, scheme, data_scheme)
+        feature_values: list[set[str]] = []
+        for columns in train_features:
+            if not feature_values:
+                feature_values = [set() for _ in columns]
+            for values, column in zip(feature_values, columns):
+                values.update(column)
+        features = [[PAD, UNK] + sorted(values - {PAD, UNK}) for values in feature_values]
+        return cls(words, chars, list(labels), counts, lowercase, zero_digits, scheme, data_scheme, features)
 
     def normalize(self, token: str) -> str:
         """The form under which a token is looked up in ``words``."""
@@ -135,6 +147,11 @@ class Vocab:
             "char_ids": [[char_index.get(c, UNK_ID) for c in t[:MAX_CHARS_PER_TOKEN]] for t in tokens],
             "casing_ids": [casing(t) for t in tokens],
         }
+
+    def encode_features(self, features: Sequence[Sequence[str]]) -> list[list[int]]:
+        """Ids of one sentence's feature columns (F lists of T values) as (T, F) nested lists; unseen values are UNK."""
+        columns = [[index.get(v, UNK_ID) for v in values] for index, values in zip(self.feature_index, features)]
+        return [list(ids) for ids in zip(*columns)]
 
     def encode_tags(self, tags: Sequence[str], where: str = "") -> list[int]:
         """Label ids of tags already in the training scheme; an unknown label is an error."""

@@ -1,10 +1,13 @@
-"""Token representations: word vectors, a character CNN or BiLSTM, and a casing feature, concatenated.
+"""Token representations: word vectors, a character CNN or BiLSTM, a casing feature and embedded input feature
+columns (e.g. POS tags given with the data), concatenated.
 
 (B, T) ids → (B, T, E). The character encoders run only over real tokens (padding positions are skipped, then
 filled with zeros), which matters for batches of uneven sentences.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +89,7 @@ class CharLSTM(nn.Module):
 
 
 class TokenEmbedder(nn.Module):
-    """Word embedding ⊕ character encoding ⊕ casing embedding, with dropout.
+    """Word embedding ⊕ character encoding ⊕ casing embedding ⊕ feature-column embeddings.
 
     Args:
         vocab_size: word vocabulary size (0 = PAD, 1 = UNK).
@@ -98,10 +101,12 @@ class TokenEmbedder(nn.Module):
         casing_dim: casing embedding size; 0 disables the feature. Default: 0
         freeze_words: keep word vectors fixed in training. Default: False
         word_dropout: in training, the probability of replacing a word id by UNK. Default: 0.0
+        feature_sizes: the number of values of each input feature column (0 = PAD, 1 = UNK). Default: none
+        feature_dim: embedding size of each feature column. Default: 20
 
     Shape:
         word_ids, casing_ids: (B, T) long;  char_ids: (B, T, C) long;  mask: (B, T) bool;
-        returns: (B, T, E) with E = ``output_size``
+        feature_ids: (B, T, F) long, F = ``len(feature_sizes)``;  returns: (B, T, E) with E = ``output_size``
     """
 
     def __init__(
@@ -115,6 +120,8 @@ class TokenEmbedder(nn.Module):
         casing_dim: int = 0,
         freeze_words: bool = False,
         word_dropout: float = 0.0,
+        feature_sizes: Sequence[int] = (),
+        feature_dim: int = 20,
     ) -> None:
         super().__init__()
         if char_encoder not in ("cnn", "lstm", "none"):
@@ -131,8 +138,14 @@ class TokenEmbedder(nn.Module):
         elif char_encoder == "lstm":
             self.chars = CharLSTM(num_chars, char_dim, char_hidden)
         self.casing = nn.Embedding(len(CASINGS), casing_dim, padding_idx=0) if casing_dim > 0 else None
+        self.features = nn.ModuleList(nn.Embedding(size, feature_dim, padding_idx=0) for size in feature_sizes)
         self.word_dropout = word_dropout
-        self.output_size = word_dim + (self.chars.output_size if self.chars else 0) + max(casing_dim, 0)
+        self.output_size = (
+            word_dim
+            + (self.chars.output_size if self.chars else 0)
+            + max(casing_dim, 0)
+            + feature_dim * len(self.features)
+        )
 
     def load_pretrained(self, matrix: torch.Tensor) -> None:
         """Copies pretrained rows (V, word_dim) into the word embedding."""
@@ -146,7 +159,12 @@ class TokenEmbedder(nn.Module):
             self.words.weight.copy_(matrix)
 
     def forward(
-        self, word_ids: torch.Tensor, char_ids: torch.Tensor, casing_ids: torch.Tensor, mask: torch.Tensor
+        self,
+        word_ids: torch.Tensor,
+        char_ids: torch.Tensor,
+        casing_ids: torch.Tensor,
+        mask: torch.Tensor,
+        feature_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.training and self.word_dropout > 0:
             drop = torch.rand(word_ids.shape, device=word_ids.device) < self.word_dropout
@@ -159,4 +177,9 @@ class TokenEmbedder(nn.Module):
             parts.append(chars)  # (B, T, F)
         if self.casing is not None:
             parts.append(self.casing(casing_ids))  # (B, T, casing_dim)
+        if len(self.features):
+            if feature_ids is None or feature_ids.shape[-1] != len(self.features):
+                given = "none" if feature_ids is None else feature_ids.shape[-1]
+                raise ValueError(f"the model reads {len(self.features)} feature columns, the batch has {given}")
+            parts += [embedding(feature_ids[..., f]) for f, embedding in enumerate(self.features)]  # (B, T, dim)
         return torch.cat(parts, dim=-1)  # (B, T, E)
