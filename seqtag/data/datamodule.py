@@ -190,7 +190,8 @@ class TaggingDataModule(L.LightningDataModule):
             options["with_tags"] = False
             if hp.format == "auto" and not source.endswith((".conllu", ".json", ".jsonl", ".parquet")):
                 try:
-                    options["format"] = sniff_predict_format(source, hp.encoding)
+                    # With feature columns, the data to tag can only be a column file.
+                    options["format"] = "conll" if hp.feature_columns else sniff_predict_format(source, hp.encoding)
                     # A column file with more than the tokens (and the feature columns) keeps its last column as gold
                     # tags.
                     inputs = 1 + len(hp.feature_columns or [])
