@@ -11,11 +11,7 @@ from seqtag.tagger import Tagger
 from tests.conftest import write
 
 CHUNKS = "He PRP B-NP\nreckons VBZ B-VP\nthe DT B-NP\ndeficit NN I-NP\n\nRates NNS B-NP\nrose VBD B-VP\n"
-CONLLU = (
-    "# text = I ran\n"
-    "1\tI\tI\tPRON\tPRP\t_\t2\tnsubj\t_\t_\n"
-    "2\tran\trun\tVERB\tVBD\t_\t0\troot\t_\t_\n\n"
-)
+CONLLU = "# text = I ran\n1\tI\tI\tPRON\tPRP\t_\t2\tnsubj\t_\t_\n2\tran\trun\tVERB\tVBD\t_\t0\troot\t_\t_\n\n"
 
 
 def test_conll_feature_columns(tmp_path):
@@ -112,9 +108,7 @@ def test_data_without_the_models_feature_columns_is_refused(tmp_path):
     train = write(tmp_path / "train.txt", CHUNKS)
     dm = TaggingDataModule(str(train), feature_columns=[1], cache_dir=str(tmp_path / "cache"))
     dm.vocab.save(tmp_path / "vocab.json")
-    without = TaggingDataModule(
-        test=str(train), vocab=str(tmp_path / "vocab.json"), cache_dir=str(tmp_path / "cache")
-    )
+    without = TaggingDataModule(test=str(train), vocab=str(tmp_path / "vocab.json"), cache_dir=str(tmp_path / "cache"))
     with pytest.raises(SeqtagInputError, match="reads 1 feature columns but data.feature_columns is None"):
         without.setup("test")
 
