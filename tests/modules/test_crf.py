@@ -258,3 +258,41 @@ def test_timing_b32_t30_k9():
     fb = best_of(train_step)
     vit = best_of(lambda: crf.decode(emissions, mask))
     print(f"\nCRF B=32 T=30 K=9 threads={torch.get_num_threads()}: forward+backward {fb:.2f} ms, decode {vit:.2f} ms")
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 300.0])
+def test_confident_emissions_in_float32_match_float64(scale):
+    """Large emission gaps (a confident model) under BIOES constraints: the float32 log-likelihood and its gradient
+    stay finite and equal the float64 ones, and the gradient is the brute-force marginal."""
+    from seqtag.data import schemes
+
+    labels = schemes.labels_for_scheme(["LOC", "PER"], "BIOES")
+    crf = ConditionalRandomField(len(labels), schemes.allowed_transitions(labels, "BIOES"))
+    gen = torch.Generator().manual_seed(3)
+    emissions = torch.randn(4, 6, len(labels), generator=gen, dtype=torch.float64) * scale
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    tags = crf.decode(emissions, mask)
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        e = emissions.to(dtype).detach().clone().requires_grad_()
+        crf.to(dtype).zero_grad()
+        ll = crf(e, tags, mask)
+        ll.sum().backward()
+        assert torch.isfinite(ll).all() and torch.isfinite(e.grad).all()
+        grads[dtype] = (ll.double(), e.grad.double())
+    tolerance = 1e-4 * scale
+    torch.testing.assert_close(grads[torch.float32][0], grads[torch.float64][0], rtol=1e-5, atol=tolerance)
+    torch.testing.assert_close(grads[torch.float32][1], grads[torch.float64][1], rtol=0, atol=1e-4)
+    # d log p / d emissions = gold indicator - marginals; the marginals by brute force on the short sequence.
+    crf.double()
+    short = emissions[1:2, :4]
+    e = short.detach().clone().requires_grad_()
+    crf.log_partition(e).sum().backward()
+    scores = path_scores(crf, short[0], torch.ones(4, dtype=torch.bool))
+    total = torch.logsumexp(torch.tensor(list(scores.values()), dtype=torch.float64), 0)
+    marginals = torch.zeros(4, len(labels), dtype=torch.float64)
+    for path, s in scores.items():
+        for i, y in enumerate(path):
+            marginals[i, y] += math.exp(s - total)
+    torch.testing.assert_close(e.grad[0], marginals, rtol=0, atol=1e-9)
