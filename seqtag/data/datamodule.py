@@ -408,6 +408,12 @@ class TaggingDataModule(L.LightningDataModule):
         trainer = self.trainer
         replicas = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0
+        if not train and 0 < len(dataset) < replicas:
+            source = getattr(self.hparams, split) or self.hparams.train
+            raise SeqtagInputError(
+                f"{source}: {len(dataset)} sentences for {split}, fewer than the {replicas} processes: evaluate or "
+                f"tag it with fewer devices"
+            )
         sampler = BucketBatchSampler(
             lengths,
             self.hparams.batch_size if train else self.hparams.eval_batch_size,

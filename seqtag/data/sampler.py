@@ -9,7 +9,8 @@ as they come. In training the batches are then shuffled.
 
 With several processes, rank r takes batches r, r + W, r + 2W, ...; in training every rank gets the same number of
 batches (a few are repeated) because DDP steps in lock-step, while evaluation never repeats a sentence, so counts
-summed over processes equal the single-process counts.
+summed over processes equal the single-process counts (with fewer evaluation batches than processes, the largest are
+halved so that every process has one).
 """
 
 from __future__ import annotations
@@ -120,8 +121,25 @@ class BucketBatchSampler(Sampler[list[int]]):
         permutation = torch.randperm(len(batches), generator=generator).tolist()
         return [batches[i] for i in permutation]
 
+    def _split_for_ranks(self, batches: list[list[int]]) -> list[list[int]]:
+        """Evaluation with fewer batches than processes: the largest batches are halved until every rank has one.
+
+        A process without a batch would skip the evaluation loop and never join the others' metric
+        synchronisation. Needs at least as many sentences as processes.
+        """
+        if self.even or self.num_replicas == 1 or not 0 < len(batches) < self.num_replicas:
+            return batches
+        if sum(map(len, batches)) < self.num_replicas:
+            raise ValueError(f"{sum(map(len, batches))} sentences cannot be spread over {self.num_replicas} processes")
+        batches = list(batches)
+        while len(batches) < self.num_replicas:
+            largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+            batch = batches.pop(largest)
+            batches[largest:largest] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+        return batches
+
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._all_batches()
+        batches = self._split_for_ranks(self._all_batches())
         if self.num_replicas > 1 and self.even and batches:
             per_rank = -(-len(batches) // self.num_replicas)
             # Cyclic, so that even fewer batches than half the processes fill every rank.
@@ -133,6 +151,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         if self.bucketing == "exact" and total:
             counts = torch.unique(self.lengths, return_counts=True)[1]
             total = int((-(-counts // self.batch_size)).sum())
+        if not self.even and self.num_replicas > 1 and 0 < total < self.num_replicas:
+            total = min(self.num_replicas, len(self.lengths))  # see _split_for_ranks
         if not self.shuffle or total == 0:
             return len(range(self.rank, total, self.num_replicas))
         if self.bucketing == "sorted":

@@ -173,3 +173,17 @@ def test_loader_batches_equal_collated_rows(shared_data, tmp_path, bucketing):
             seen += batch["index"].tolist()
         assert sorted(set(seen)) == sorted(encoded["index"])
     assert int(dm._encode_split("train")["index"][-1]) > len(dm._encode_split("train")) - 1  # filtered
+
+
+def test_evaluation_batches_are_split_so_every_rank_has_one():
+    lengths = [5, 5, 5, 3, 3]
+    ranks = [
+        list(BucketBatchSampler(lengths, 256, shuffle=False, num_replicas=4, rank=r, even=False, bucketing="sorted"))
+        for r in range(4)
+    ]
+    assert all(len(batches) == 1 for batches in ranks)
+    assert sorted(i for batches in ranks for batch in batches for i in batch) == [0, 1, 2, 3, 4]
+    assert [len(BucketBatchSampler(lengths, 256, False, num_replicas=4, rank=r, even=False, bucketing="sorted"))
+            for r in range(4)] == [1, 1, 1, 1]  # fmt: skip
+    with pytest.raises(ValueError, match="2 sentences cannot be spread over 3 processes"):
+        list(BucketBatchSampler([1, 2], 8, shuffle=False, num_replicas=3, rank=0, even=False))
