@@ -83,12 +83,32 @@ class SeqtagCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in ("test", "predict", "validate"):
+            self._char_lms_from_checkpoint(config)
         if self.subcommand in ("test", "predict", "validate") and config.trainer.get("logger") is not None:
             # Evaluation and tagging need no new W&B run unless one is asked for on the command line.
             if not any(a.startswith("--trainer.logger") for a in self.given_args):
                 logger = config.trainer.logger
                 if isinstance(logger, dict) or hasattr(logger, "class_path"):
                     config.trainer.logger = False
+
+    @staticmethod
+    def _char_lms_from_checkpoint(config) -> None:
+        """Evaluating or tagging with a checkpoint whose tagger has character LMs: the LMs' architectures are taken
+        from the checkpoint (their weights are in its state_dict), so the LM files need not exist any more."""
+        ckpt_path = config.get("ckpt_path")
+        model = config.get("model")
+        if not ckpt_path or model is None or not os.path.isfile(ckpt_path):
+            return
+        if model.get("char_lm_forward") is None and model.get("char_lm_backward") is None:
+            return
+        import torch
+
+        from seqtag.modules.contextual import SPECS_KEY
+
+        specs = torch.load(ckpt_path, map_location="cpu", weights_only=True).get(SPECS_KEY, {})
+        for direction, spec in specs.items():
+            model[f"char_lm_{direction}"] = spec
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand == "predict":

@@ -62,7 +62,8 @@ class Tagger(L.LightningModule):
         char_lm_forward: a forward character LM checkpoint (``seqtag lm fit``) whose state after each word's last
             character is added to the token representation (Akbik et al. 2018). Default: None
         char_lm_backward: a backward character LM checkpoint; its state at each word's first character is added.
-            Default: None
+            Default: None. (Either may also be the LM spec a tagger checkpoint stores: evaluation and tagging with
+            a checkpoint take the LMs from it, so the LM files need not exist then.)
         char_lm_finetune: train the character LMs with the tagger instead of keeping them frozen. Default: False
         cell: ``lstm``, ``gru`` or ``rnn``. Default: ``lstm``
         implementation: ``torch`` or ``reference`` (LSTM from its equations). Default: ``torch``
@@ -90,8 +91,8 @@ class Tagger(L.LightningModule):
         word_dropout: float = 0.0,
         feature_sizes: list[int] | None = None,
         feature_dim: int = 20,
-        char_lm_forward: str | None = None,
-        char_lm_backward: str | None = None,
+        char_lm_forward: str | dict[str, Any] | None = None,
+        char_lm_backward: str | dict[str, Any] | None = None,
         char_lm_finetune: bool = False,
         cell: Literal["lstm", "gru", "rnn"] = "lstm",
         implementation: Literal["torch", "reference"] = "torch",

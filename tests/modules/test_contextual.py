@@ -137,3 +137,12 @@ def test_tagger_fit_through_the_cli_and_reload_without_the_lm_files(tmp_path):
     assert tagger.char_lm is not None and tagger.char_lm.output_size == 8 + 5
     assert (tagger.char_lm.fw_map > 0).sum() > 10, "the character maps are restored from the checkpoint"
     assert tagger.tag(sentences) == before
+    # `seqtag test` with the training's options (LM paths included) uses the checkpoint's LMs too.
+    test = seqtag(
+        "test", "--config", ROOT / "configs" / "quickstart.yaml",
+        "--data.train", train, "--data.test", dev, "--data.cache_dir", tmp_path / "cache",
+        "--model.char_lm_forward", fw_path, "--model.char_lm_backward", bw_path, "--model.hidden_size", 16,
+        "--ckpt_path", best, "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        "--trainer.default_root_dir", tmp_path / "run",
+    )  # fmt: skip
+    assert "test/f1" in test.stdout
