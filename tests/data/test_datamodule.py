@@ -187,3 +187,14 @@ def test_evaluation_batches_are_split_so_every_rank_has_one():
             for r in range(4)] == [1, 1, 1, 1]  # fmt: skip
     with pytest.raises(ValueError, match="2 sentences cannot be spread over 3 processes"):
         list(BucketBatchSampler([1, 2], 8, shuffle=False, num_replicas=3, rank=0, even=False))
+
+
+def test_fewer_evaluation_sentences_than_processes_is_a_clear_error(tmp_path):
+    from types import SimpleNamespace
+
+    test = write(tmp_path / "test.conll", "Paris I-LOC\n")
+    dm = TaggingDataModule(str(write(tmp_path / "train.conll", IOB1)), test=str(test), cache_dir=str(tmp_path / "c"))
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=0)
+    dm.setup("test")
+    with pytest.raises(SeqtagInputError, match=r"test.conll: 1 sentences for test, fewer than the 2 processes"):
+        dm.test_dataloader()
