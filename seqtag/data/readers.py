@@ -476,6 +476,9 @@ def read_dataset(source: str, cache_dir: str | None = None, **options: Any) -> d
     Errors in the file are raised before anything is cached. ``options`` are those of :func:`iter_sentences`.
     """
     kwargs = {"source": source, "fingerprint": source_fingerprint(source), **options}
+    if kwargs.get("feature_columns") is not None:
+        # A tuple: `datasets` shards generators over list-valued arguments, which would split the columns apart.
+        kwargs["feature_columns"] = tuple(kwargs["feature_columns"])
     schema = TEXT_FEATURES_WITH_INPUTS if options.get("feature_columns") else TEXT_FEATURES
     fmt = options.get("format", "auto")
     if fmt == "hub" or (fmt == "auto" and guess_format(source) in ("hub", "disk")):

@@ -104,6 +104,17 @@ def test_real_data_batches_carry_feature_ids(shared_data, tmp_path):
         iter_sentences(str(text), format="text", feature_columns=[1])
 
 
+def test_two_feature_columns_stay_two(tmp_path):
+    train = write(tmp_path / "train.conll", "EU NNP B-NP I-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP I-PER\n")
+    dm = TaggingDataModule(str(train), feature_columns=[1, 2], cache_dir=str(tmp_path / "cache"))
+    assert len(dm.sentences("train")) == 2
+    assert dm.sentences("train")[0]["features"] == [["NNP", "VBZ"], ["B-NP", "B-VP"]]
+    assert dm.vocab.features == [["<pad>", "<unk>", "NNP", "VBZ"], ["<pad>", "<unk>", "B-NP", "B-VP"]]
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["feature_ids"].shape[-1] == 2
+
+
 def test_data_without_the_models_feature_columns_is_refused(tmp_path):
     train = write(tmp_path / "train.txt", CHUNKS)
     dm = TaggingDataModule(str(train), feature_columns=[1], cache_dir=str(tmp_path / "cache"))
