@@ -75,9 +75,9 @@ class PackedSplit:
         self.index = torch.tensor(table.column("index").to_pylist(), dtype=torch.long)  # (S,)
         self.feature_ids: torch.Tensor | None = None  # (N, F), with feature columns only
         if "feature_ids" in table.column_names:
-            _, values = _lengths_and_values(table.column("feature_ids"))
-            num_features = int(pc.list_value_length(values).to_numpy()[0]) if len(values) else 0
-            self.feature_ids = _to_tensor(values.flatten()).view(-1, num_features)
+            _, values = _lengths_and_values(table.column("feature_ids"))  # (N,) lists of F ids
+            num_features = len(values[0]) if len(values) else 0
+            self.feature_ids = _to_tensor(values.flatten()).reshape(len(values), num_features)
 
     def __len__(self) -> int:
         return len(self.lengths)

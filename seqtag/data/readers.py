@@ -38,6 +38,11 @@ TAG_FIELDS = ("tags", "ner_tags", "upos", "pos_tags", "chunk_tags", "labels", "x
 TOKEN_FIELDS = ("tokens", "words", "form")
 
 
+def _sentence(tokens: list[str], tags: list[str], features: list[list[str]]) -> Sentence:
+    """A sentence row; ``features`` (one list per feature column) only when there are feature columns."""
+    return {"tokens": tokens, "tags": tags, "features": features} if features else {"tokens": tokens, "tags": tags}
+
+
 def _open_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     """Yields (line number, line without its end of line), decoding each line on its own.
 
@@ -103,17 +108,11 @@ def read_conll(
     num_columns = None
     found = False
 
-    def sentence() -> Sentence:
-        row: Sentence = {"tokens": tokens, "tags": tags}
-        if feature_columns:
-            row["features"] = features
-        return row
-
     for lineno, line in _open_lines(path, encoding):
         if not line.strip(" \t"):
             if tokens:
                 found = True
-                yield sentence()
+                yield _sentence(tokens, tags, features)
                 tokens, tags, features = [], [], [[] for _ in feature_columns]
             continue
         if delimiter is None and "\t" in line:
@@ -155,7 +154,7 @@ def read_conll(
             values.append(fields[column])
     if tokens:
         found = True
-        yield sentence()
+        yield _sentence(tokens, tags, features)
     if not found:
         raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
 
@@ -198,17 +197,11 @@ def read_conllu(
     features: list[list[str]] = [[] for _ in feature_indices]
     found = False
 
-    def sentence() -> Sentence:
-        row: Sentence = {"tokens": tokens, "tags": tags}
-        if feature_indices:
-            row["features"] = features
-        return row
-
     for lineno, line in _open_lines(path, encoding):
         if not line.strip():
             if tokens:
                 found = True
-                yield sentence()
+                yield _sentence(tokens, tags, features)
                 tokens, tags, features = [], [], [[] for _ in feature_indices]
             continue
         if line.startswith("#"):
@@ -229,7 +222,7 @@ def read_conllu(
             values.append(fields[index])
     if tokens:
         found = True
-        yield sentence()
+        yield _sentence(tokens, tags, features)
     if not found:
         raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
 
