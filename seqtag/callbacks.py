@@ -11,7 +11,13 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    BasePredictionWriter,
+    Callback,
+    EarlyStopping,
+    EMAWeightAveraging,
+    ModelCheckpoint,
+)
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -149,6 +155,32 @@ class RandomStateCheckpoint(Callback):
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
+
+
+class ExponentialMovingAverage(EMAWeightAveraging):
+    """Keeps an exponential moving average of the weights, ``avg = decay * avg + (1 - decay) * w`` after every
+    optimizer step, and validates, checkpoints and finishes with the average (Polyak averaging).
+
+    The average smooths the last steps' noise; with ``decay=0.999`` it spans about the last thousand steps. Checkpoints
+    hold the average as ``state_dict`` (so ``seqtag test``, ``predict`` and ``Tagger.load`` use it) and the raw
+    weights as ``current_model_state`` (so a resumed fit goes on from them).
+
+    Unlike Lightning's ``EMAWeightAveraging``, evaluation outside ``fit`` (``trainer.test(ckpt_path=...)``, even in the
+    process that trained) uses the checkpoint's averaged weights as they are: the average of the finished fit is
+    dropped, so it is neither swapped in for validation nor used to overwrite the loaded weights.
+    """
+
+    def __init__(self, decay: float = 0.999, update_starting_at_step: int | None = None) -> None:
+        super().__init__(decay=decay, update_starting_at_step=update_starting_at_step)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            self._average_model = None
+        super().setup(trainer, pl_module, stage)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self._average_model is not None:  # resuming a fit: the average and the raw weights both come back
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

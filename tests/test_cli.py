@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from seqtag.cli import cli_main
 from seqtag.tagger import Tagger
 from tests.conftest import write
 
@@ -162,3 +164,32 @@ def test_fit_with_validation_turned_off_by_the_trainer(tmp_path):
     best = Path(result.stdout.split("Best checkpoint: ")[1].split()[0])
     assert best.is_file() and (best.parent / "last.ckpt").is_file()
     assert "Traceback" not in result.stderr
+
+
+def test_moving_average_is_what_checkpoints_hold_and_evaluation_uses(tmp_path):
+    """With ExponentialMovingAverage, best.ckpt holds the averaged weights (the raw ones beside them), and evaluating
+    it, in the process that trained or in a new one, reproduces the dev score recorded for it during fit."""
+    train, dev = small_split(tmp_path, "train", 120), small_split(tmp_path, "dev", 40)
+    args = [
+        "--config", ROOT / "configs" / "quickstart.yaml", "--data.train", train, "--data.validation", dev,
+        "--data.test", dev, "--data.cache_dir", tmp_path / "cache", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks+=seqtag.callbacks.ExponentialMovingAverage", "--trainer.callbacks.decay=0.9",
+    ]  # fmt: skip
+    cli = cli_main(["fit", *map(str, args), "--trainer.max_epochs=3", f"--trainer.default_root_dir={tmp_path}/runs"])
+    best, recorded = cli.trainer.checkpoint_callback.best_model_path, cli.trainer.checkpoint_callback.best_model_score
+    recorded = float(recorded)
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert averaged.keys() == raw.keys()
+    assert not torch.equal(averaged["projection.weight"], raw["projection.weight"])
+
+    # In the process that trained, the finished fit's average and raw weights must not replace the checkpoint's.
+    (validated,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)
+    (tested,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)  # test = dev
+    assert validated["val/f1"] == pytest.approx(recorded, abs=1e-6)
+    assert tested["test/f1"] == pytest.approx(recorded, abs=1e-6)
+
+    validate = seqtag("validate", *args, "--ckpt_path", best, "--trainer.default_root_dir", tmp_path / "eval")
+    assert "WeightAveraging" not in validate.stderr  # no warning about the callback outside fit
+    assert float(validate.stdout.split("val/f1")[1].split()[1]) == pytest.approx(recorded, abs=1e-6)
