@@ -72,6 +72,8 @@ class Tagger(L.LightningModule):
         dropout: dropout on the token representations and on the encoder output (and between layers).
             Default: 0.5
         head: ``crf`` (transitions constrained by the scheme) or ``softmax``. Default: ``crf``
+        label_smoothing: softmax head only: the cross-entropy's target puts this much probability mass evenly on all
+            tags (Szegedy et al. 2016), which keeps the model from growing over-confident. Default: 0.0
         optimizer: the optimizer, e.g. ``torch.optim.SGD`` with its arguments. Default: Adam (lr 0.001)
         lr_scheduler: an optional scheduler; ``ReduceLROnPlateau`` watches the validation metric. Default: None
     """
@@ -100,6 +102,7 @@ class Tagger(L.LightningModule):
         num_layers: int = 1,
         dropout: float = 0.5,
         head: Literal["crf", "softmax"] = "crf",
+        label_smoothing: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -111,6 +114,10 @@ class Tagger(L.LightningModule):
             raise SeqtagInputError(f"head should be one of 'crf', 'softmax', got {head!r}")
         if not 0.0 <= dropout < 1.0:
             raise SeqtagInputError(f"dropout should be in [0, 1), got {dropout}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise SeqtagInputError(f"label_smoothing should be in [0, 1), got {label_smoothing}")
+        if label_smoothing and head != "softmax":
+            raise SeqtagInputError(f"label_smoothing applies to the softmax head, not to head={head!r}")
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.labels = list(labels)
@@ -175,7 +182,7 @@ class Tagger(L.LightningModule):
         """Mean negative log-likelihood per sentence (CRF) or mean cross-entropy per token (softmax)."""
         if self.crf is not None:
             return -self.crf(emissions, tag_ids, mask).mean()
-        return F.cross_entropy(emissions[mask], tag_ids[mask])
+        return F.cross_entropy(emissions[mask], tag_ids[mask], label_smoothing=self.hparams.label_smoothing)
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, K) emissions → (B, T) best tag ids (Viterbi for the CRF, argmax otherwise)."""

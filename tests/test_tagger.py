@@ -5,6 +5,7 @@ import torch
 
 from seqtag.data import schemes
 from seqtag.data.datamodule import collate
+from seqtag.errors import SeqtagInputError
 from seqtag.tagger import Tagger, length_mask
 
 LABELS = schemes.labels_for_scheme(["LOC", "PER"], "BIOES")
@@ -53,3 +54,19 @@ def test_reference_lstm_implementation_equals_torch():
     reference.load_state_dict(fast.state_dict())
     b = batch()
     assert torch.allclose(fast(b), reference(b), atol=1e-5)
+
+
+def test_label_smoothing_mixes_the_uniform_target_into_the_softmax_loss():
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4, hidden_size=6, dropout=0.0)
+    smoothed = Tagger(LABELS, "BIOES", head="softmax", label_smoothing=0.1, **sizes)
+    b = batch()
+    emissions = smoothed(b)
+    mask = length_mask(b["lengths"], emissions.shape[1])
+    log_probs = emissions[mask].log_softmax(-1)  # (N, K)
+    nll = -log_probs.gather(1, b["tag_ids"][mask][:, None]).mean()
+    uniform = -log_probs.mean()
+    loss = smoothed.loss(emissions, b["tag_ids"], mask)
+    assert float(loss) == pytest.approx(float(0.9 * nll + 0.1 * uniform), rel=1e-5)
+    with pytest.raises(SeqtagInputError, match="softmax head"):
+        Tagger(LABELS, "BIOES", head="crf", label_smoothing=0.1, **sizes)
