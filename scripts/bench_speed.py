@@ -13,7 +13,9 @@ passed on to the CLI (e.g. ``--data.batch_size 10``). What is timed:
   ``--epochs`` full epochs of ``data.train`` after ``--warmup`` batches; batches are collated beforehand, so
   data loading is excluded.
 * decoding: emissions + Viterbi under ``torch.inference_mode`` over ``data.test`` (eng.testb) in length-sorted
-  batches of ``--eval-batch-size`` sentences.
+  batches of ``--eval-batch-size`` sentences, with ``--decode-threads`` threads and ``--decode-precision``
+  (``bf16-true`` runs the model in bfloat16, as ``seqtag predict --trainer.precision=bf16-true``; the CRF still
+  computes in float32).
 * word vectors: ``load_vectors_cached`` of ``data.word_vectors`` for the data's words, cold (fresh cache folder)
   and warm (cached).
 * peak RSS of the process (``resource.getrusage``).
@@ -45,9 +47,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 HEADER = (
-    "| config | device | precision | threads | batch | bucketing | train sent/s | train tok/s | decode sent/s "
-    "| GloVe cold s | GloVe warm s | peak RSS MiB |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| config | device | precision | threads | batch | bucketing | train sent/s | train tok/s | decode threads "
+    "| decode batch | decode sent/s | GloVe cold s | GloVe warm s | peak RSS MiB |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 DATA_KEYS = ("train", "validation", "test", "word_vectors")
 
@@ -151,7 +153,10 @@ def bench_decode(model, dm, args, device: torch.device) -> float:
     model.eval()
     dm.hparams.eval_batch_size = args.eval_batch_size
     batches = [to_device(b, device) for b in dm.test_dataloader()]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
+    precision = args.decode_precision or args.precision
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    if precision == "bf16-true":  # as `--trainer.precision=bf16-true`: weights and activations in bfloat16
+        model.to(torch.bfloat16)
     best = 0.0
     with torch.inference_mode(), autocast:
         for _ in range(args.decode_repeats + 1):  # the first pass warms up
@@ -223,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="a seqtag YAML config")
     parser.add_argument("--data-root", default="data", help="folder that replaces 'data/' in config paths")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--decode-threads", type=int, help="torch threads for decoding (default: --threads)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32")
+    parser.add_argument(
+        "--decode-precision", choices=["32", "bf16-mixed", "bf16-true"], help="for decoding (default: --precision)"
+    )
     parser.add_argument("--epochs", type=int, default=1, help="timed training epochs")
     parser.add_argument("--warmup", type=int, default=20, help="untimed training batches first")
     parser.add_argument("--max-batches", type=int, default=0, help="time only this many batches per epoch (0 = all)")
@@ -259,15 +268,21 @@ def main(argv: list[str] | None = None) -> int:
     if "train" not in args.skip:
         train_sps, train_tps = bench_train(model, dm, args, device)
     if "decode" not in args.skip:
+        torch.set_num_threads(args.decode_threads or args.threads)
         decode_sps = bench_decode(model, dm, args, device)
+        torch.set_num_threads(args.threads)
     if "vectors" not in args.skip and dm.hparams.word_vectors:
         cold, warm = bench_vectors(dm)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB on Linux
 
     bucketing = getattr(dm.hparams, "bucketing", "sorted")
+    precision = args.precision
+    if args.decode_precision and args.decode_precision != args.precision:
+        precision = f"{args.precision} / {args.decode_precision}"  # training / decoding
     row = (
-        f"| {Path(args.config).stem} | {args.device} | {args.precision} | {args.threads} | {dm.hparams.batch_size} "
-        f"| {bucketing} | {train_sps:,.0f} | {train_tps:,.0f} | {decode_sps:,.0f} | {cold:.2f} | {warm:.2f} "
+        f"| {Path(args.config).stem} | {args.device} | {precision} | {args.threads} | {dm.hparams.batch_size} "
+        f"| {bucketing} | {train_sps:,.0f} | {train_tps:,.0f} | {args.decode_threads or args.threads} "
+        f"| {args.eval_batch_size} | {decode_sps:,.0f} | {cold:.2f} | {warm:.2f} "
         f"| {peak:,.0f} |"
     )
     print(HEADER)

@@ -98,6 +98,26 @@ def test_predict_text_and_conll(trained):
     assert report["f1"] == pytest.approx(test_report["f1"], abs=1e-6)  # the report holds float32 values
 
 
+def test_predict_in_bfloat16_agrees_with_float32(trained):
+    """`--trainer.precision=bf16-true` runs the model in bfloat16 (the CRF in float32): well-formed output whose
+    tags nearly all equal the float32 ones."""
+    tmp, args, best = trained
+    gold = tmp / "test.conll"
+    outputs = {}
+    for precision in ("32-true", "bf16-true"):
+        out = tmp / f"pred-{precision}.conll"
+        seqtag("predict", *args, "--ckpt_path", best, "--data.predict", gold, "--predict_output", out,
+               f"--trainer.precision={precision}")  # fmt: skip
+        outputs[precision] = [line.split() for line in out.read_text().splitlines() if line]
+    full, half = outputs["32-true"], outputs["bf16-true"]
+    assert len(full) == len(half) > 500
+    assert [row[:2] for row in full] == [row[:2] for row in half]  # tokens and gold tags
+    same = sum(a[2] == b[2] for a, b in zip(full, half))
+    assert same / len(full) > 0.98
+    report = json.loads(seqtag("score", tmp / "pred-bf16-true.conll", "--json").stdout)
+    assert report["f1"] > 0.5
+
+
 def test_python_api_tags_text(trained):
     _, _, best = trained
     tagger = Tagger.load(best)
