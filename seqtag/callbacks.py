@@ -221,8 +221,9 @@ class PredictionWriter(BasePredictionWriter):
 
     Args:
         output: the file to write. Default: ``<default_root_dir>/predictions/<input name>.pred.<format>``
-        format: ``conll`` (token, the input's other columns when it had tags, predicted tag; a blank line between
-            sentences — an input with gold tags gives a file ``seqtag score`` reads) or ``jsonl``
+        format: ``conll`` (token, the feature columns the model reads, the gold tag when the input has one, the
+            predicted tag; a blank line between sentences — an input with gold tags gives a file ``seqtag score``
+            reads) or ``jsonl``
             (``{"tokens": [...], "tags": [...]}`` per line). Default: ``conll``
     """
 
@@ -253,9 +254,10 @@ class PredictionWriter(BasePredictionWriter):
             if self.format == "jsonl":
                 lines.append(json.dumps({"tokens": row["tokens"], "tags": tags}, ensure_ascii=False))
                 continue
-            gold = row["tags"]
+            gold, features = row["tags"], row.get("features") or []
             for j, (token, tag) in enumerate(zip(row["tokens"], tags)):
-                lines.append(" ".join([token] + ([gold[j]] if gold else []) + [tag]))
+                inputs = [values[j] for values in features]  # the feature columns, in data.feature_columns order
+                lines.append(" ".join([token, *inputs] + ([gold[j]] if gold else []) + [tag]))
             lines.append("")
         atomic_write_text(path, "\n".join(lines) + "\n")
         self.written = path

@@ -163,4 +163,10 @@ def test_cli_fits_and_tags_with_the_pos_column(shared_data, tmp_path):
     seqtag("predict", *args, *options, "--data.predict", predict, "--predict_output", out)
     rows = [line.split() for line in out.read_text().splitlines() if line]
     assert [r[0] for r in rows] == ["He", "reckons", "the", "deficit", "Rates", "rose"]
-    assert all(len(r) == 2 for r in rows)  # token and prediction: the file had no gold column
+    # token, the POS column the model read, prediction: the file had no gold column
+    assert [r[1] for r in rows] == ["PRP", "VBZ", "DT", "NN", "NNS", "VBD"] and all(len(r) == 3 for r in rows)
+    scored = tmp_path / "scored.conll"  # with gold chunks: token, POS, gold, prediction, as conlleval reads
+    seqtag("predict", *args, *options, "--data.predict", train, "--predict_output", scored)
+    first = scored.read_text().split("\n\n")[0].splitlines()
+    assert [line.split()[:3] for line in first] == [line.split() for line in blocks[0].splitlines()]
+    assert seqtag("score", scored, "--json").returncode == 0
