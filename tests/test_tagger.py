@@ -67,6 +67,6 @@ def test_label_smoothing_mixes_the_uniform_target_into_the_softmax_loss():
     nll = -log_probs.gather(1, b["tag_ids"][mask][:, None]).mean()
     uniform = -log_probs.mean()
     loss = smoothed.loss(emissions, b["tag_ids"], mask)
-    assert float(loss) == pytest.approx(float(0.9 * nll + 0.1 * uniform), rel=1e-5)
+    assert loss.item() == pytest.approx((0.9 * nll + 0.1 * uniform).item(), rel=1e-5)
     with pytest.raises(SeqtagInputError, match="softmax head"):
         Tagger(LABELS, "BIOES", head="crf", label_smoothing=0.1, **sizes)
