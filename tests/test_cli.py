@@ -124,6 +124,9 @@ def test_python_api_tags_text(trained):
     tags = tagger.tag(["Anna Schmidt flew to Tokyo .", ["in", "Berlin"], []])
     assert len(tags[0]) == 6 and len(tags[1]) == 2 and tags[2] == []
     assert tags[1][1].endswith("LOC")
+    tagger.to(torch.bfloat16)  # tagging in bfloat16: same shapes, tags from the same label set
+    half = tagger.tag(["Anna Schmidt flew to Tokyo .", ["in", "Berlin"], []])
+    assert [len(t) for t in half] == [6, 2, 0] and set(half[0] + half[1]) <= set(tagger.vocab.labels) | {"O"}
 
 
 def test_print_config_shows_effective_defaults():
