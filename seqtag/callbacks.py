@@ -224,7 +224,8 @@ class PredictionWriter(BasePredictionWriter):
         format: ``conll`` (token, the feature columns the model reads, the gold tag when the input has one, the
             predicted tag; a blank line between sentences — an input with gold tags gives a file ``seqtag score``
             reads) or ``jsonl``
-            (``{"tokens": [...], "tags": [...]}`` per line). Default: ``conll``
+            (``{"tokens": [...], "tags": [...]}`` per line, and ``"features"``, one list per feature column, for a
+            model that reads them). Default: ``conll``
     """
 
     def __init__(self, output: str | None = None, format: Literal["conll", "jsonl"] = "conll") -> None:
@@ -252,7 +253,8 @@ class PredictionWriter(BasePredictionWriter):
         for i, row in enumerate(sentences):
             tags = by_index[i]
             if self.format == "jsonl":
-                lines.append(json.dumps({"tokens": row["tokens"], "tags": tags}, ensure_ascii=False))
+                record = {"tokens": row["tokens"], **({"features": row["features"]} if row.get("features") else {})}
+                lines.append(json.dumps({**record, "tags": tags}, ensure_ascii=False))
                 continue
             gold, features = row["tags"], row.get("features") or []
             for j, (token, tag) in enumerate(zip(row["tokens"], tags)):

@@ -1,5 +1,7 @@
 """Feature columns: extra input columns (e.g. POS tags given with the data) read, encoded, batched and embedded."""
 
+import json
+
 import datasets
 import pytest
 import torch
@@ -165,6 +167,11 @@ def test_cli_fits_and_tags_with_the_pos_column(shared_data, tmp_path):
     assert [r[0] for r in rows] == ["He", "reckons", "the", "deficit", "Rates", "rose"]
     # token, the POS column the model read, prediction: the file had no gold column
     assert [r[1] for r in rows] == ["PRP", "VBZ", "DT", "NN", "NNS", "VBD"] and all(len(r) == 3 for r in rows)
+    jsonl = tmp_path / "pred.jsonl"
+    seqtag("predict", *args, *options, "--data.predict", predict, "--predict_output", jsonl, "--predict_format=jsonl")
+    record = json.loads(jsonl.read_text().splitlines()[1])
+    assert record["tokens"] == ["Rates", "rose"] and record["features"] == [["NNS", "VBD"]]
+    assert len(record["tags"]) == 2
     scored = tmp_path / "scored.conll"  # with gold chunks: token, POS, gold, prediction, as conlleval reads
     seqtag("predict", *args, *options, "--data.predict", train, "--predict_output", scored)
     first = scored.read_text().split("\n\n")[0].splitlines()
