@@ -184,6 +184,9 @@ class SpanF1(Metric):
     Args:
         labels: label strings; label id ``i`` is ``labels[i]``.
         scheme: the tag scheme of ``labels`` (see ``seqtag.data.schemes.normalize_scheme``).
+        data_scheme: the scheme token accuracy is counted in, as conlleval counts it on the data's own tags (a
+            model trained in BIOES on IOB1 data: each sentence is rewritten to IOB1 first). Spans, and so P/R/F1,
+            are the same in every scheme. Default: ``scheme``
 
     Shape:
         preds: (B, T) long label ids.
@@ -207,11 +210,12 @@ class SpanF1(Metric):
     correct_tokens: torch.Tensor
     total_tokens: torch.Tensor
 
-    def __init__(self, labels: Sequence[str], scheme: str, **kwargs: Any) -> None:
+    def __init__(self, labels: Sequence[str], scheme: str, data_scheme: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(labels, str) or len(labels) == 0:
             raise SeqtagInputError(f"labels should be a non-empty sequence of label strings, got {labels!r}")
         self.scheme = normalize_scheme(scheme)
+        self.data_scheme = normalize_scheme(data_scheme) if data_scheme else self.scheme
         problem = validate_tags(labels, self.scheme)
         if problem is not None:
             raise SeqtagInputError(
@@ -250,7 +254,12 @@ class SpanF1(Metric):
         self.tp += batch[0].to(self.tp.device)
         self.n_pred += batch[1].to(self.tp.device)
         self.n_gold += batch[2].to(self.tp.device)
-        self.correct_tokens += ((preds == target) & mask).sum()
+        if self.data_scheme == self.scheme:
+            self.correct_tokens += ((preds == target) & mask).sum()
+        else:
+            pred_tags = [convert(tags, self.scheme, self.data_scheme) for tags in pred_tags]
+            gold_tags = [convert(tags, self.scheme, self.data_scheme) for tags in gold_tags]
+            self.correct_tokens += token_counts(gold_tags, pred_tags)[0]
         self.total_tokens += mask.sum()
 
     def compute(self) -> dict[str, Any]:

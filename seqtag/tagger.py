@@ -280,8 +280,11 @@ class Tagger(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             self.vocab = datamodule.vocab
+        data_scheme = self.vocab.data_scheme if self.vocab is not None else self.scheme
+        for metric in self.metrics.values():
+            if isinstance(metric, SpanF1) and data_scheme:
+                metric.data_scheme = schemes.normalize_scheme(data_scheme)  # token accuracy as conlleval counts it
         if stage == "test":
-            data_scheme = self.vocab.data_scheme if self.vocab is not None else self.scheme
             self.test_confusion = TagConfusion(self.labels, self.scheme, data_scheme)
         if datamodule is None:
             return

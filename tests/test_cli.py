@@ -96,6 +96,8 @@ def test_predict_text_and_conll(trained):
     report = json.loads(result.stdout)
     test_report = json.loads((best.parent / "test_report.json").read_text())
     assert report["f1"] == pytest.approx(test_report["f1"], abs=1e-6)  # the report holds float32 values
+    # Token accuracy too: counted on the data's IOB2 tags, not on the BIOES tags the model was trained in.
+    assert report["accuracy"] == pytest.approx(test_report["accuracy"], abs=1e-6)
 
 
 def test_predict_in_bfloat16_agrees_with_float32(trained):

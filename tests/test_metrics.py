@@ -254,3 +254,23 @@ def test_token_accuracy_ignores_padding() -> None:
     metric.update(preds, target, mask)
     assert float(metric.compute()) == pytest.approx(4 / 6)
     assert float(TokenAccuracy().compute()) == 0.0
+
+
+def test_span_f1_counts_token_accuracy_in_the_data_scheme() -> None:
+    """A BIOES model scored on IOB1 data: accuracy as conlleval computes it on the IOB1 strings, spans unchanged."""
+    labels = labels_for_scheme(["LOC", "PER"], "BIOES")
+    gold = [["S-PER", "O", "B-LOC", "E-LOC"], ["S-LOC", "S-LOC"]]
+    pred = [["S-PER", "O", "S-LOC", "S-LOC"], ["S-LOC", "S-LOC"]]  # B-LOC/E-LOC vs S-LOC S-LOC: different spans
+    ids = [[labels.index(tag) for tag in sentence] for sentence in (*gold, *pred)]
+    pad = max(map(len, ids))
+    tensor = torch.tensor([row + [0] * (pad - len(row)) for row in ids])
+    mask = torch.tensor([[i < len(row) for i in range(pad)] for row in ids])
+    in_iob1 = SpanF1(labels, "BIOES", data_scheme="IOB1")
+    in_bioes = SpanF1(labels, "BIOES")
+    for metric in (in_iob1, in_bioes):
+        metric.update(tensor[2:], tensor[:2], mask[:2])
+    # IOB1: gold "I-PER O I-LOC I-LOC | I-LOC B-LOC", predicted "I-PER O I-LOC B-LOC | I-LOC B-LOC": 5 of 6 equal.
+    assert float(in_iob1.compute()["accuracy"]) == pytest.approx(5 / 6)
+    # BIOES strings: "B-LOC E-LOC" vs "S-LOC S-LOC" differ at both tokens: 4 of 6.
+    assert float(in_bioes.compute()["accuracy"]) == pytest.approx(4 / 6)
+    assert float(in_iob1.compute()["f1"]) == float(in_bioes.compute()["f1"])
