@@ -9,6 +9,7 @@ loggers belong to the Trainer. A trained tagger tags Python lists of tokens with
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -150,6 +151,18 @@ class Tagger(L.LightningModule):
             self.crf = ConditionalRandomField(len(labels), constraints)
         self.metrics = nn.ModuleDict({stage: self._make_metric() for stage in ("val", "test")})
         self.test_confusion: TagConfusion | None = None  # built in setup("test"), once the data's scheme is known
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Tagger:
+        """A copy (such as the weight average of ``ExponentialMovingAverage``) shares the optimizer and scheduler
+        factories and has no trainer: a copy trains nothing, and under DDP both hold locks that cannot be copied."""
+        for shared in (self.optimizer_factory, self.lr_scheduler_factory):
+            memo[id(shared)] = shared
+        if self._trainer is not None:
+            memo[id(self._trainer)] = None
+        duplicate = self.__class__.__new__(self.__class__)
+        memo[id(self)] = duplicate
+        duplicate.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return duplicate
 
     def _make_metric(self) -> SpanF1 | TokenAccuracy:
         return SpanF1(self.labels, self.scheme) if self.scheme else TokenAccuracy()

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from seqtag.tagger import Tagger
 
@@ -128,11 +129,17 @@ def test_ddp_test_report_equals_single_process(
 
 @pytest.mark.slow
 def test_ddp_fit_writes_checkpoint(data_args: list[str], tmp_path: Path) -> None:
-    # A GRU encoder with a softmax head here; the LSTM-CRF default goes through DDP in the test above.
+    # A GRU encoder with a softmax head here; the LSTM-CRF default goes through DDP in the test above. With weight
+    # averaging: each rank keeps the same average (the gradients are all-reduced) and rank 0 saves it.
     model = ["--model.cell=gru", "--model.head=softmax"]
-    run_seqtag("fit", *data_args, *DDP, *model, "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}")
+    averaging = ["--trainer.callbacks+=seqtag.callbacks.ExponentialMovingAverage", "--trainer.callbacks.decay=0.9"]
+    options = [*DDP, *model, *averaging, "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}"]
+    run_seqtag("fit", *data_args, *options)
     path = tmp_path / "checkpoints" / "best.ckpt"
     assert path.is_file() and (tmp_path / "checkpoints" / "vocab.json").is_file()
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    averaged, raw = saved["state_dict"]["projection.weight"], saved["current_model_state"]["projection.weight"]
+    assert torch.isfinite(averaged).all() and not torch.equal(averaged, raw)
     tagger = Tagger.load(path)
     tags = tagger.tag([["Anna", "visited", "Paris"]])
     assert len(tags[0]) == 3 and set(tags[0]) <= {"O", *(f"{p}-{t}" for p in "BI" for t in NAMES)}  # IOB2, as the data
