@@ -223,9 +223,8 @@ class PredictionWriter(BasePredictionWriter):
         output: the file to write. Default: ``<default_root_dir>/predictions/<input name>.pred.<format>``
         format: ``conll`` (token, the feature columns the model reads, the gold tag when the input has one, the
             predicted tag; a blank line between sentences — an input with gold tags gives a file ``seqtag score``
-            reads) or ``jsonl``
-            (``{"tokens": [...], "tags": [...]}`` per line, and ``"features"``, one list per feature column, for a
-            model that reads them). Default: ``conll``
+            reads) or ``jsonl`` (``{"tokens": [...], "tags": [...]}`` per line, with ``"features"``, one list per
+            feature column, for a model that reads them). Default: ``conll``
     """
 
     def __init__(self, output: str | None = None, format: Literal["conll", "jsonl"] = "conll") -> None:
@@ -253,8 +252,11 @@ class PredictionWriter(BasePredictionWriter):
         for i, row in enumerate(sentences):
             tags = by_index[i]
             if self.format == "jsonl":
-                record = {"tokens": row["tokens"], **({"features": row["features"]} if row.get("features") else {})}
-                lines.append(json.dumps({**record, "tags": tags}, ensure_ascii=False))
+                record = {"tokens": row["tokens"]}
+                if row.get("features"):
+                    record["features"] = row["features"]
+                record["tags"] = tags
+                lines.append(json.dumps(record, ensure_ascii=False))
                 continue
             gold, features = row["tags"], row.get("features") or []
             for j, (token, tag) in enumerate(zip(row["tokens"], tags)):

@@ -66,17 +66,23 @@ def test_fit_writes_checkpoints_vocab_and_config(trained):
     assert configs and "hidden_size: 64" in configs[0].read_text()
 
 
-def test_test_prints_and_writes_span_scores(trained):
-    tmp, args, best = trained
-    result = seqtag("test", *args, "--ckpt_path", best)
-    assert "| **overall** |" in result.stdout
+@pytest.fixture(scope="module")
+def tested(trained):
+    """`seqtag test` of the trained checkpoint: its output, and test_report.json beside the checkpoint."""
+    _, args, best = trained
+    return seqtag("test", *args, "--ckpt_path", best)
+
+
+def test_test_prints_and_writes_span_scores(trained, tested):
+    best = trained[2]
+    assert "| **overall** |" in tested.stdout
     report = json.loads((best.parent / "test_report.json").read_text())
     assert 0.5 < report["f1"] <= 1.0
     assert set(report["per_type"]) == {"LOC", "MISC", "ORG", "PER"}
     assert sum(t["support"] for t in report["per_type"].values()) > 60
 
 
-def test_predict_text_and_conll(trained):
+def test_predict_text_and_conll(trained, tested):
     tmp, args, best = trained
     text = write(tmp / "sentences.txt", "Anna Schmidt flew to Tokyo .\n\nShares of Siemens fell in Berlin trading .\n")
     out = tmp / "pred.conll"
