@@ -4,6 +4,10 @@
     .venv/bin/python scripts/bench_speed.py --config configs/bench/flair_size.yaml --threads 2 \
         --append docs/benchmarks.md
     .venv/bin/python scripts/bench_speed.py --config configs/bench/flair_size.yaml --device cuda --precision bf16-mixed
+    .venv/bin/python scripts/bench_speed.py --config configs/conll2003.yaml --device cuda --fit
+
+``--fit`` (and ``--ddp N`` on CPU) time real ``seqtag fit`` runs instead: seconds per training epoch, data loading
+and the Lightning loop included, start-up taken out.
 
 The model and data module are built from the config by ``seqtag.cli.cli_main(..., run=False)``; paths in the config
 that start with ``data/`` are resolved under ``--data-root``, and any further ``--section.key value`` arguments are
@@ -152,6 +156,7 @@ def bench_decode(model, dm, args, device: torch.device) -> float:
 
     model.eval()
     dm.hparams.eval_batch_size = args.eval_batch_size
+    dm.hparams.eval_bucketing = dm.eval_bucketing(device.type)  # as under a Trainer on this device
     batches = [to_device(b, device) for b in dm.test_dataloader()]
     precision = args.decode_precision or args.precision
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
@@ -171,28 +176,35 @@ def bench_decode(model, dm, args, device: torch.device) -> float:
 
 
 def bench_ddp(args, extra: list[str], processes: int) -> float:
-    """Seconds per training epoch of a real ``seqtag fit`` on CPU with ``processes`` processes (DDP when > 1).
+    """Seconds per training epoch of a real ``seqtag fit`` on ``--device`` with ``processes`` processes (DDP when > 1).
 
     Start-up (reading data, spawning processes) is taken out by timing a 1-epoch and a ``1 + args.ddp_epochs``-epoch
-    fit and dividing the difference. Validation and the learning-rate schedule are off; checkpoints go to a
-    temporary folder.
+    fit and dividing the difference, after an untimed 2-batch fit that fills the caches. Validation and the
+    learning-rate schedule are off; checkpoints go to a temporary folder.
     """
     data = data_overrides(args)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     seconds = []
-    for epochs in (1, 1 + args.ddp_epochs):
+    for epochs in (0, 1, 1 + args.ddp_epochs):  # 0: two batches, untimed, to fill the data and vector caches
         with tempfile.TemporaryDirectory() as root:
             command = [sys.executable, "-m", "seqtag.cli", "fit", "--config", args.config, *data]
-            command += ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]
-            command += [f"--trainer.devices={processes}", f"--trainer.max_epochs={epochs}"]
+            accelerator = "gpu" if args.device == "cuda" else "cpu"
+            command += ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+            command += [f"--trainer.accelerator={accelerator}", f"--trainer.precision={args.precision}"]
+            command += [f"--trainer.devices={processes}", f"--trainer.max_epochs={max(epochs, 1)}"]
+            if epochs == 0:
+                command.append("--trainer.limit_train_batches=2")
             command += ["--trainer.limit_val_batches=0", f"--trainer.default_root_dir={root}"]
             command += ["--model.lr_scheduler=null", *extra]  # a plateau scheduler needs validation
             if processes > 1:
                 command.append("--trainer.strategy=ddp")
             start = time.perf_counter()
-            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode:
+                sys.stderr.write(done.stderr[-4000:])
+                raise SystemExit(f"seqtag fit failed with exit code {done.returncode}: {shlex.join(command)}")
             seconds.append(time.perf_counter() - start)
-    return (seconds[1] - seconds[0]) / args.ddp_epochs
+    return (seconds[2] - seconds[1]) / args.ddp_epochs
 
 
 def bench_vectors(dm) -> tuple[float, float]:
@@ -247,10 +259,15 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="instead: epoch time of a real `seqtag fit` with 1 and with this many CPU processes (DDP)",
     )
-    parser.add_argument("--ddp-epochs", type=int, default=2, help="timed epochs of each --ddp fit")
+    parser.add_argument("--ddp-epochs", type=int, default=2, help="timed epochs of each --ddp or --fit run")
+    parser.add_argument(
+        "--fit", action="store_true", help="instead: epoch time of a real `seqtag fit` in one process on --device"
+    )
     args, extra = parser.parse_known_args(argv)
     if args.ddp:
         return main_ddp(args, extra)
+    if args.fit:
+        return main_fit(args, extra)
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -275,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         cold, warm = bench_vectors(dm)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB on Linux
 
-    bucketing = getattr(dm.hparams, "bucketing", "sorted")
+    bucketing = dm.hparams.bucketing
+    if dm.eval_bucketing(args.device) != bucketing:
+        bucketing += f" / {dm.eval_bucketing(args.device)}"  # training / decoding
     precision = args.precision
     if args.decode_precision and args.decode_precision != args.precision:
         precision = f"{args.precision} / {args.decode_precision}"  # training / decoding
@@ -306,6 +325,22 @@ def main_ddp(args: argparse.Namespace, extra: list[str]) -> int:
         "| config | threads/process | processes | s/epoch (1 process) | s/epoch (DDP) | speed-up |\n" + "|---" * 6 + "|"
     )
     row = f"| {Path(args.config).stem} | {args.threads} | {args.ddp} | {one:.1f} | {many:.1f} | {one / many:.2f}x |"
+    print(header)
+    print(row)
+    if args.append:
+        command = shlex.join([f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", sys.executable, *sys.argv])
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        with Path(args.append).open("a") as f:
+            f.write(f"\n`{command}`  \n{machine(args)}; {date}\n\n{header}\n{row}\n")
+    return 0
+
+
+def main_fit(args: argparse.Namespace, extra: list[str]) -> int:
+    seconds = bench_ddp(args, extra, 1)
+    header = "| config | device | precision | batch | s/epoch (seqtag fit, no validation) |\n" + "|---" * 5 + "|"
+    batch = next((extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--data.batch_size"), None)
+    batch = batch or (yaml.safe_load(Path(args.config).read_text()) or {}).get("data", {}).get("batch_size", "-")
+    row = f"| {Path(args.config).stem} | {args.device} | {args.precision} | {batch} | {seconds:.2f} |"
     print(header)
     print(row)
     if args.append:

@@ -183,12 +183,14 @@ class Tagger(L.LightningModule):
         """
         lengths = batch["lengths"]
         mask = length_mask(lengths, batch["word_ids"].shape[1])  # (B, T)
+        # One host check per batch; exact-length batches (the default bucketing) then skip every masking step.
+        padded = not bool(mask.all())
         tokens = self.embedder(
-            batch["word_ids"], batch["char_ids"], batch["casing_ids"], mask, batch.get("feature_ids")
+            batch["word_ids"], batch["char_ids"], batch["casing_ids"], mask if padded else None, batch.get("feature_ids")
         )  # (B, T, E)
         if self.char_lm is not None:
             tokens = torch.cat([tokens, self.char_lm(batch["char_ids"], mask)], dim=-1)  # (B, T, E + H_fw + H_bw)
-        encoded = self.encoder(self.dropout(tokens), lengths)  # (B, T, 2H)
+        encoded = self.encoder(self.dropout(tokens), lengths if padded else None)  # (B, T, 2H)
         return self.projection(self.dropout(encoded))  # (B, T, K)
 
     def loss(self, emissions: torch.Tensor, tag_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

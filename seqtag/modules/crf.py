@@ -20,6 +20,12 @@ from torch import Tensor, nn
 # Score given to a forbidden transition. Finite, so logsumexp and its gradient never meet ``-inf - -inf``;
 # exp(-1e4) is exactly 0 in float32 and float64, so forbidden paths carry no probability mass.
 FORBIDDEN_SCORE = -1e4
+# Largest (B, T/2, K, K, K) intermediate of the tree-shaped log partition (2**25 floats: 128 MiB in float32).
+TREE_MAX_ELEMENTS = 2**25
+# Off-diagonal of the log-semiring identity. Not FORBIDDEN_SCORE: exp(x - 1e30) is 0 for any score x, so a product
+# with the identity is exact even next to forbidden (-1e4) entries; and not -inf, whose products would give
+# logsumexp(-inf, ..., -inf) and NaN gradients.
+IDENTITY_OFF_DIAGONAL = -1e30
 
 
 class ConditionalRandomField(nn.Module):
@@ -254,6 +260,54 @@ class ConditionalRandomField(nn.Module):
 
     @staticmethod
     def _log_partition(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
+        """Log partition: the tree reduction on accelerators when it fits in memory, else the forward algorithm.
+
+        On a GPU the forward algorithm's loop launches about 10 small kernels per time step, forward and backward,
+        and training is bound by those launches; the tree needs ``log2(T)`` levels. On a CPU the tree's ``K``-fold
+        extra arithmetic costs more than the loop.
+        """
+        b, t, k = emissions.shape
+        if emissions.device.type != "cpu" and b * (t // 2) * k**3 <= TREE_MAX_ELEMENTS:
+            return ConditionalRandomField._log_partition_tree(emissions, mask, transitions, start, end)
+        return ConditionalRandomField._log_partition_loop(emissions, mask, transitions, start, end)
+
+    @staticmethod
+    def _log_partition_tree(
+        emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+    ) -> Tensor:
+        """Log partition as a product of per-step matrices in the log semiring, multiplied pairwise.
+
+        Step ``i`` is the matrix ``M_i[prev, cur] = transitions[prev, cur] + emissions[i, cur]``; a masked step is
+        the identity (0 on the diagonal, ``IDENTITY_OFF_DIAGONAL`` elsewhere), so it carries ``alpha`` unchanged as
+        in the loop. ``log Z = logsumexp(start + e_0) M_1 ... M_{T-1} (end)``, and the product is associative, so
+        neighbours are multiplied level by level.
+
+        Args:
+            emissions: (B, T, K) compute dtype.
+            mask: (B, T) bool.
+            transitions, start, end: constrained scores from :meth:`_scores`.
+
+        Returns:
+            (B,) log partition.
+        """
+        k = emissions.shape[2]
+        identity = torch.full((k, k), IDENTITY_OFF_DIAGONAL, dtype=emissions.dtype, device=emissions.device)
+        identity.fill_diagonal_(0.0)
+        steps = transitions + emissions[:, 1:].unsqueeze(2)  # (B, T-1, K, K): [b, i, prev, cur]
+        steps = torch.where(mask[:, 1:, None, None], steps, identity)
+        while steps.shape[1] > 1:
+            if steps.shape[1] % 2:
+                steps = torch.cat([steps, identity.expand(steps.shape[0], 1, k, k)], dim=1)
+            left, right = steps[:, 0::2], steps[:, 1::2]  # (B, N/2, K, K) each
+            # (left @ right)[i, j] in the log semiring: logsumexp over the middle tag m of left[i, m] + right[m, j].
+            steps = torch.logsumexp(left.unsqueeze(4) + right.unsqueeze(2), dim=3)  # (B, N/2, K, K)
+        alpha = start + emissions[:, 0]  # (B, K)
+        if steps.shape[1] == 1:
+            alpha = torch.logsumexp(alpha.unsqueeze(2) + steps[:, 0], dim=1)  # (B, K)
+        return torch.logsumexp(alpha + end, dim=1)  # (B,)
+
+    @staticmethod
+    def _log_partition_loop(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
         """Forward algorithm.
 
         Args:

@@ -25,7 +25,7 @@ class CharCNN(nn.Module):
     (padding-id) characters apart, each character's window of ``kernel_size`` embeddings is one row of a matrix
     product, and the max runs over each token's segment. Character padding in a batch is typically 2-3x the real
     characters, and ``Conv1d``'s backward is slow at these sizes on CPU: this is about 3x faster there, with the
-    same parameters (``conv.weight``, ``conv.bias``) and results.
+    same parameters (``conv.weight``, ``conv.bias``) and results. On other devices the padded ``Conv1d`` runs.
 
     Args:
         num_chars: character vocabulary size (id 0 is padding).
@@ -47,6 +47,20 @@ class CharCNN(nn.Module):
         self.output_size = num_filters
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        if char_ids.device.type != "cpu":
+            # On a GPU the padded Conv1d is one cuDNN call, and the end-to-end layout would cost about 20 more
+            # small kernels and two host syncs (boolean indexing, nonzero) per batch.
+            return self.forward_padded(char_ids)
+        return self.forward_end_to_end(char_ids)
+
+    def forward_padded(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """``Conv1d`` over the zero-padded tokens, max over real characters. (N, C) → (N, F)"""
+        embedded = self.embedding(char_ids).transpose(1, 2)  # (N, D, C), zero vectors at padding
+        h = self.conv(embedded).masked_fill((char_ids == 0).unsqueeze(1), float("-inf"))  # (N, F, C)
+        return h.amax(dim=2)  # (N, F)
+
+    def forward_end_to_end(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """The same function with the tokens' characters end to end, no padding computed. (N, C) → (N, F)"""
         n, half = char_ids.shape[0], self.conv.kernel_size[0] // 2
         lengths = (char_ids != 0).sum(dim=1)  # (N,)
         # Each token's characters followed by `half` padding ids, all tokens end to end, `half` more in front.
@@ -105,7 +119,8 @@ class TokenEmbedder(nn.Module):
         feature_dim: embedding size of each feature column. Default: 20
 
     Shape:
-        word_ids, casing_ids: (B, T) long;  char_ids: (B, T, C) long;  mask: (B, T) bool;
+        word_ids, casing_ids: (B, T) long;  char_ids: (B, T, C) long;  mask: (B, T) bool, or None when every
+        position is a real token (no padding: the character encoder then runs without indexing);
         feature_ids: (B, T, F) long, F = ``len(feature_sizes)``;  returns: (B, T, E) with E = ``output_size``
     """
 
@@ -163,14 +178,16 @@ class TokenEmbedder(nn.Module):
         word_ids: torch.Tensor,
         char_ids: torch.Tensor,
         casing_ids: torch.Tensor,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         feature_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.training and self.word_dropout > 0:
             drop = torch.rand(word_ids.shape, device=word_ids.device) < self.word_dropout
-            word_ids = word_ids.masked_fill(drop & mask, 1)  # 1 = UNK
+            word_ids = word_ids.masked_fill(drop if mask is None else drop & mask, 1)  # 1 = UNK
         parts = [self.words(word_ids)]  # (B, T, word_dim)
-        if self.chars is not None:
+        if self.chars is not None and mask is None:
+            parts.append(self.chars(char_ids.flatten(0, 1)).unflatten(0, word_ids.shape))  # (B, T, F)
+        elif self.chars is not None:
             real = self.chars(char_ids[mask])  # (N, F) over real tokens only
             chars = real.new_zeros(*word_ids.shape, real.shape[-1])
             chars[mask] = real

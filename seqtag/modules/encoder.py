@@ -28,7 +28,8 @@ class RNNEncoder(nn.Module):
             equations in :mod:`seqtag.modules.lstm`, same parameters and results, slower). Default: ``"torch"``
 
     Shape:
-        inputs: (B, T, E);  lengths: (B,) long;  returns: (B, T, D*H), zeros at padded positions.
+        inputs: (B, T, E);  lengths: (B,) long, or None when no sequence is padded;  returns: (B, T, D*H), zeros at
+        padded positions.
     """
 
     def __init__(
@@ -58,11 +59,13 @@ class RNNEncoder(nn.Module):
             self.rnn = CELLS[cell](input_size, hidden_size, num_layers, **kwargs)
         self.output_size = hidden_size * (2 if bidirectional else 1)
 
-    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if self.implementation == "reference":
-            return self.rnn(inputs, lengths=lengths)[0]  # (B, T, D*H)
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         total = inputs.shape[1]
-        if bool((lengths == total).all()):
+        if self.implementation == "reference":
+            if lengths is None:
+                lengths = torch.full(inputs.shape[:1], total, dtype=torch.long, device=inputs.device)
+            return self.rnn(inputs, lengths=lengths)[0]  # (B, T, D*H)
+        if lengths is None or bool((lengths == total).all()):
             return self.rnn(inputs)[0]  # (B, T, D*H): no padding, nothing to pack
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         output, _ = self.rnn(packed)

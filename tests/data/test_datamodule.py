@@ -27,6 +27,19 @@ def test_vocab_and_labels_exist_after_init(tmp_path):
     assert dm.vocab_size == len(dm.vocab.words) and dm.num_chars == len(dm.vocab.chars)
 
 
+def test_eval_bucketing_follows_the_device(tmp_path):
+    dm = make_dm(tmp_path)
+    assert dm.eval_bucketing("cpu") == "exact" and dm.eval_bucketing("cuda") == "sorted"
+    assert dm.eval_bucketing() == "exact"  # no trainer: CPU
+    assert make_dm(tmp_path, bucketing="none").eval_bucketing("cpu") == "none"
+    assert make_dm(tmp_path, eval_bucketing="exact").eval_bucketing("cuda") == "exact"
+    dm = make_dm(tmp_path, eval_bucketing="sorted")
+    dm.setup("fit")
+    assert [b["lengths"].tolist() for b in dm.val_dataloader()] in ([[2, 1]], [[1, 2]])  # one padded batch
+    with pytest.raises(SeqtagInputError, match="eval_bucketing should be one of"):
+        make_dm(tmp_path, eval_bucketing="gpu")
+
+
 def test_batches_are_padded_and_tags_in_training_scheme(tmp_path):
     dm = make_dm(tmp_path, bucketing="sorted")  # both dev sentences in one padded batch
     dm.setup("fit")

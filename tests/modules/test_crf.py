@@ -83,6 +83,42 @@ def test_log_partition_matches_brute_force(seed):
 
 
 @pytest.mark.parametrize("seed", range(24))
+def test_tree_log_partition_matches_brute_force(seed):
+    """The pairwise (GPU) reduction, run here on CPU, against every path."""
+    crf, emissions, mask, table = random_case(seed)
+    expected = torch.tensor(
+        [math.log(sum(math.exp(s) for s in scores.values())) for scores in table], dtype=torch.float64
+    )
+    checked, mask = crf._check(emissions, None, mask)
+    tree = crf._log_partition_tree(checked, mask, *crf._scores(checked.dtype))
+    torch.testing.assert_close(tree, expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("t", [1, 2, 3, 5, 8, 13, 40])
+def test_tree_log_partition_equals_loop_with_gradients(t):
+    """Values and gradients agree with the forward algorithm, also for sequences with no allowed path."""
+    gen = torch.Generator().manual_seed(t)
+    k, b = 6, 7
+    crf = make_crf(k, constrained=True, seed=t)
+    emissions = (3 * torch.randn(b, t, k, generator=gen, dtype=torch.float64)).requires_grad_()
+    lengths = torch.randint(1, t + 1, (b,), generator=gen)
+    lengths[0] = t
+    mask = torch.arange(t) < lengths[:, None]
+    results = []
+    for algorithm in (crf._log_partition_loop, crf._log_partition_tree):
+        checked, checked_mask = crf._check(emissions, None, mask)
+        value = algorithm(checked, checked_mask, *crf._scores(checked.dtype))
+        params = [emissions, crf.transitions, crf.start_transitions]
+        grads = torch.autograd.grad(value.sum(), params, allow_unused=True, materialize_grads=True)
+        assert all(torch.isfinite(g).all() for g in grads)
+        results.append((value, grads))
+    (loop, loop_grads), (tree, tree_grads) = results
+    torch.testing.assert_close(tree, loop, rtol=1e-12, atol=1e-9)
+    for tree_grad, loop_grad in zip(tree_grads, loop_grads):
+        torch.testing.assert_close(tree_grad, loop_grad, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(24))
 def test_forward_is_path_score_minus_log_partition(seed):
     crf, emissions, mask, table = random_case(seed)
     gen = torch.Generator().manual_seed(seed)
