@@ -186,7 +186,11 @@ class Tagger(L.LightningModule):
         # One host check per batch; exact-length batches (the default bucketing) then skip every masking step.
         padded = not bool(mask.all())
         tokens = self.embedder(
-            batch["word_ids"], batch["char_ids"], batch["casing_ids"], mask if padded else None, batch.get("feature_ids")
+            batch["word_ids"],
+            batch["char_ids"],
+            batch["casing_ids"],
+            mask if padded else None,
+            batch.get("feature_ids"),
         )  # (B, T, E)
         if self.char_lm is not None:
             tokens = torch.cat([tokens, self.char_lm(batch["char_ids"], mask)], dim=-1)  # (B, T, E + H_fw + H_bw)

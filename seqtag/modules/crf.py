@@ -272,9 +272,7 @@ class ConditionalRandomField(nn.Module):
         return ConditionalRandomField._log_partition_loop(emissions, mask, transitions, start, end)
 
     @staticmethod
-    def _log_partition_tree(
-        emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
-    ) -> Tensor:
+    def _log_partition_tree(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
         """Log partition as a product of per-step matrices in the log semiring, multiplied pairwise.
 
         Step ``i`` is the matrix ``M_i[prev, cur] = transitions[prev, cur] + emissions[i, cur]``; a masked step is
