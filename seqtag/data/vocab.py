@@ -10,7 +10,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from seqtag.atomic import atomic_write_text
@@ -168,7 +168,17 @@ class Vocab:
         return [i for i, c in enumerate(self.word_counts) if c == 1]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Not dataclasses.asdict, which deep-copies element by element: 0.2 s for a CoNLL-2003 vocabulary, paid at
+        # every checkpoint. The fields are lists of str/int (features: lists of lists) and scalars.
+        data = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "features":
+                value = [list(column) for column in value]
+            elif isinstance(value, list):
+                value = list(value)
+            data[f.name] = value
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocab:
