@@ -25,7 +25,8 @@ class CharCNN(nn.Module):
     (padding-id) characters apart, each character's window of ``kernel_size`` embeddings is one row of a matrix
     product, and the max runs over each token's segment. Character padding in a batch is typically 2-3x the real
     characters, and ``Conv1d``'s backward is slow at these sizes on CPU: this is about 3x faster there, with the
-    same parameters (``conv.weight``, ``conv.bias``) and results. On other devices the padded ``Conv1d`` runs.
+    same parameters (``conv.weight``, ``conv.bias``) and results. On other devices :meth:`forward_padded` runs
+    instead: the padded convolution as one matrix product.
 
     Args:
         num_chars: character vocabulary size (id 0 is padding).
