@@ -7,7 +7,8 @@
     .venv/bin/python scripts/bench_speed.py --config configs/conll2003.yaml --device cuda --fit
 
 ``--fit`` times a real ``seqtag fit`` in this process instead: the median training epoch after the first, data
-loading and the Lightning loop included. ``--ddp N`` (CPU) times ``seqtag fit`` processes with 1 and N processes.
+loading and the Lightning loop included (``--trainer.devices=N --trainer.strategy=ddp`` for DDP). ``--ddp N`` runs
+``--fit`` with 1 and with N processes and prints the speed-up.
 
 The model and data module are built from the config by ``seqtag.cli.cli_main(..., run=False)``; paths in the config
 that start with ``data/`` are resolved under ``--data-root``, and any further ``--section.key value`` arguments are
@@ -178,33 +179,27 @@ def bench_decode(model, dm, args, device: torch.device) -> float:
 def bench_ddp(args, extra: list[str], processes: int) -> float:
     """Seconds per training epoch of a real ``seqtag fit`` on ``--device`` with ``processes`` processes (DDP when > 1).
 
-    Start-up (reading data, spawning processes) is taken out by timing a 1-epoch and a ``1 + args.ddp_epochs``-epoch
-    fit and dividing the difference, after an untimed 2-batch fit that fills the caches. Validation and the
-    learning-rate schedule are off; checkpoints go to a temporary folder.
+    Runs this script with ``--fit`` in a new process, which times the epochs inside the fit (rank 0 when DDP), so
+    start-up and process spawning are left out.
     """
-    data = data_overrides(args)
+    command = [sys.executable, str(Path(__file__).resolve()), "--fit", "--config", args.config]
+    command += ["--data-root", args.data_root, "--threads", str(args.threads), "--device", args.device]
+    command += ["--precision", args.precision, "--ddp-epochs", str(args.ddp_epochs), *extra]
+    command += [f"--trainer.devices={processes}"] + (["--trainer.strategy=ddp"] if processes > 1 else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    seconds = []
-    for epochs in (0, 1, 1 + args.ddp_epochs):  # 0: two batches, untimed, to fill the data and vector caches
-        with tempfile.TemporaryDirectory() as root:
-            command = [sys.executable, "-m", "seqtag.cli", "fit", "--config", args.config, *data]
-            accelerator = "gpu" if args.device == "cuda" else "cpu"
-            command += ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
-            command += [f"--trainer.accelerator={accelerator}", f"--trainer.precision={args.precision}"]
-            command += [f"--trainer.devices={processes}", f"--trainer.max_epochs={max(epochs, 1)}"]
-            if epochs == 0:
-                command.append("--trainer.limit_train_batches=2")
-            command += ["--trainer.limit_val_batches=0", f"--trainer.default_root_dir={root}"]
-            command += ["--model.lr_scheduler=null", *extra]  # a plateau scheduler needs validation
-            if processes > 1:
-                command.append("--trainer.strategy=ddp")
-            start = time.perf_counter()
-            done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if done.returncode:
-                sys.stderr.write(done.stderr[-4000:])
-                raise SystemExit(f"seqtag fit failed with exit code {done.returncode}: {shlex.join(command)}")
-            seconds.append(time.perf_counter() - start)
-    return (seconds[2] - seconds[1]) / args.ddp_epochs
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("epoch seconds:")), None)
+    if done.returncode or line is None:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"seqtag fit failed with exit code {done.returncode}: {shlex.join(command)}")
+    epochs = [float(x) for x in line.split(":", 1)[1].split(",")]
+    return median_after_first(epochs)
+
+
+def median_after_first(epochs: list[float]) -> float:
+    """Median epoch time, leaving out the first epoch, which warms up (the only one if there is one)."""
+    timed = sorted(epochs[1:] or epochs)
+    return timed[len(timed) // 2]
 
 
 def bench_vectors(dm) -> tuple[float, float]:
@@ -259,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="instead: epoch time of a real `seqtag fit` with 1 and with this many CPU processes (DDP)",
     )
-    parser.add_argument("--ddp-epochs", type=int, default=2, help="timed epochs of each --ddp or --fit run")
+    parser.add_argument(
+        "--ddp-epochs", type=int, default=2, help="timed epochs, after a first untimed one, of each --fit or --ddp run"
+    )
     parser.add_argument(
         "--fit", action="store_true", help="instead: epoch time of a real `seqtag fit` in one process on --device"
     )
@@ -376,7 +373,9 @@ def bench_fit(args: argparse.Namespace, extra: list[str]) -> list[float]:
 def main_fit(args: argparse.Namespace, extra: list[str]) -> int:
     torch.set_num_threads(args.threads)
     epochs = bench_fit(args, extra)
-    seconds = sorted(epochs[1:])[len(epochs[1:]) // 2]  # median after the first epoch, which warms up
+    if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
+        return 0  # a DDP rank that Lightning started: rank 0 reports
+    seconds = median_after_first(epochs)
     print("epoch seconds:", ", ".join(f"{s:.2f}" for s in epochs))
     header = "| config | device | precision | batch | s/epoch (seqtag fit, no validation) |\n" + "|---" * 5 + "|"
     batch = next((extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--data.batch_size"), None)
