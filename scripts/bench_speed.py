@@ -301,18 +301,23 @@ def main(argv: list[str] | None = None) -> int:
         f"| {args.eval_batch_size} | {decode_sps:,.0f} | {cold:.2f} | {warm:.2f} "
         f"| {peak:,.0f} |"
     )
-    print(HEADER)
+    report(args, HEADER, row)
+    return 0
+
+
+def report(args: argparse.Namespace, header: str, row: str) -> None:
+    """Prints the table; with ``--append``, adds it to that file with the command, machine and date."""
+    print(header)
     print(row)
     if args.append:
         path = Path(args.append)
         command = shlex.join([f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", sys.executable, *sys.argv])
         date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         text = "" if path.exists() else "# seqtag speed benchmarks\n\nRows written by `scripts/bench_speed.py`.\n"
-        text += f"\n`{command}`  \n{machine(args)}; {date}\n\n{HEADER}\n{row}\n"
+        text += f"\n`{command}`  \n{machine(args)}; {date}\n\n{header}\n{row}\n"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             f.write(text)
-    return 0
 
 
 def main_ddp(args: argparse.Namespace, extra: list[str]) -> int:
@@ -322,13 +327,7 @@ def main_ddp(args: argparse.Namespace, extra: list[str]) -> int:
         "| config | threads/process | processes | s/epoch (1 process) | s/epoch (DDP) | speed-up |\n" + "|---" * 6 + "|"
     )
     row = f"| {Path(args.config).stem} | {args.threads} | {args.ddp} | {one:.1f} | {many:.1f} | {one / many:.2f}x |"
-    print(header)
-    print(row)
-    if args.append:
-        command = shlex.join([f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", sys.executable, *sys.argv])
-        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        with Path(args.append).open("a") as f:
-            f.write(f"\n`{command}`  \n{machine(args)}; {date}\n\n{header}\n{row}\n")
+    report(args, header, row)
     return 0
 
 
@@ -381,13 +380,7 @@ def main_fit(args: argparse.Namespace, extra: list[str]) -> int:
     batch = next((extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--data.batch_size"), None)
     batch = batch or (yaml.safe_load(Path(args.config).read_text()) or {}).get("data", {}).get("batch_size", "-")
     row = f"| {Path(args.config).stem} | {args.device} | {args.precision} | {batch} | {seconds:.2f} |"
-    print(header)
-    print(row)
-    if args.append:
-        command = shlex.join([f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", sys.executable, *sys.argv])
-        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        with Path(args.append).open("a") as f:
-            f.write(f"\n`{command}`  \n{machine(args)}; {date}\n\n{header}\n{row}\n")
+    report(args, header, row)
     return 0
 
 
