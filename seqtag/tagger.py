@@ -31,6 +31,7 @@ from seqtag.modules.crf import ConditionalRandomField
 from seqtag.modules.dropout import Dropout
 from seqtag.modules.embeddings import TokenEmbedder
 from seqtag.modules.encoder import RNNEncoder
+from seqtag.modules.memory import DocumentMemory
 
 VOCAB_KEY = "seqtag_vocab"
 
@@ -72,6 +73,9 @@ class Tagger(L.LightningModule):
         num_layers: encoder layers. Default: 1
         dropout: dropout on the token representations and on the encoder output (and between layers).
             Default: 0.5
+        document_memory: give each token the mean BiLSTM state of the other occurrences of its word in the same
+            document (:class:`~seqtag.modules.memory.DocumentMemory`); batches then hold whole documents. Default:
+            False
         head: ``crf`` (transitions constrained by the scheme) or ``softmax``. Default: ``crf``
         label_smoothing: softmax head only: the cross-entropy's target puts this much probability mass evenly on all
             tags (Szegedy et al. 2016), which keeps the model from growing over-confident. Default: 0.0
@@ -102,6 +106,7 @@ class Tagger(L.LightningModule):
         hidden_size: int = 200,
         num_layers: int = 1,
         dropout: float = 0.5,
+        document_memory: bool = False,
         head: Literal["crf", "softmax"] = "crf",
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -144,7 +149,11 @@ class Tagger(L.LightningModule):
         token_size = self.embedder.output_size + (self.char_lm.output_size if self.char_lm is not None else 0)
         self.encoder = RNNEncoder(token_size, hidden_size, num_layers, cell, True, dropout, implementation)
         self.dropout = Dropout(dropout)
-        self.projection = nn.Linear(self.encoder.output_size, len(labels))
+        self.memory = DocumentMemory(vocab_size) if document_memory else None
+        features = self.encoder.output_size
+        if self.memory is not None:
+            features += self.encoder.output_size + self.memory.extra_size
+        self.projection = nn.Linear(features, len(labels))
         self.crf = None
         if head == "crf":
             constraints = schemes.allowed_transitions(self.labels, self.scheme) if self.scheme else None
@@ -168,6 +177,11 @@ class Tagger(L.LightningModule):
         return SpanF1(self.labels, self.scheme) if self.scheme else TokenAccuracy()
 
     @property
+    def reads_documents(self) -> bool:
+        """Whether the model looks across the sentences of a document, so batches must hold whole documents."""
+        return self.memory is not None
+
+    @property
     def monitor(self) -> str:
         """The validation metric that selects checkpoints and stops training early."""
         return "val/f1" if self.scheme else "val/acc"
@@ -178,7 +192,8 @@ class Tagger(L.LightningModule):
 
         Shape:
             batch: ``word_ids``, ``casing_ids`` (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,);
-                ``feature_ids`` (B, T, F) for a model with feature columns
+                ``feature_ids`` (B, T, F) for a model with feature columns; ``document`` (B,) for a model with
+                ``document_memory``
             returns: (B, T, K)
         """
         lengths = batch["lengths"]
@@ -195,6 +210,9 @@ class Tagger(L.LightningModule):
         if self.char_lm is not None:
             tokens = torch.cat([tokens, self.char_lm(batch["char_ids"], mask)], dim=-1)  # (B, T, E + H_fw + H_bw)
         encoded = self.encoder(self.dropout(tokens), lengths if padded else None)  # (B, T, 2H)
+        if self.memory is not None:
+            memory = self.memory(encoded, batch["word_ids"], batch["document"], mask if padded else None)
+            encoded = torch.cat([encoded, memory], dim=-1)  # (B, T, 4H + 1)
         return self.projection(self.dropout(encoded))  # (B, T, K)
 
     def loss(self, emissions: torch.Tensor, tag_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -309,6 +327,11 @@ class Tagger(L.LightningModule):
             return
         if datamodule.labels != self.labels:
             raise SeqtagInputError(f"the model's labels {self.labels} differ from the data's {datamodule.labels}")
+        if self.reads_documents and not datamodule.batch_by_document():
+            raise SeqtagInputError(
+                "model.document_memory looks across the sentences of a document, but data.batch_by_document is false: "
+                "leave it unset (or true)"
+            )
         if stage == "fit":
             if self.char_lm is not None:
                 self.char_lm.set_chars(self.vocab.chars)  # a resumed checkpoint restores the same maps
@@ -377,11 +400,14 @@ class Tagger(L.LightningModule):
         sentences: Sequence[Sequence[str] | str],
         batch_size: int = 256,
         features: Sequence[Sequence[Sequence[str]]] | None = None,
+        documents: Sequence[int] | None = None,
     ) -> list[list[str]]:
         """Tags sentences given as token lists (or strings, split on whitespace), in the data's scheme.
 
         ``features``: for a model trained with feature columns, per sentence its columns' values (F lists of T
         strings), e.g. ``[[["NNP", "VBZ", "JJ", "NN"]]]`` for one sentence with a POS column.
+        ``documents``: for a model with ``document_memory``, the document id of each sentence (sentences with the
+        same id are one document). Default: all the sentences of the call are one document.
         """
         from seqtag.data.datamodule import iter_batches
 
@@ -408,7 +434,13 @@ class Tagger(L.LightningModule):
         was_training = self.training
         self.eval()
         kept_features = [list(map(list, features[i])) for i in nonempty] if features is not None else None
-        for batch in iter_batches(self.vocab, [token_lists[i] for i in nonempty], batch_size, kept_features):
+        document_ids = None
+        if self.reads_documents:
+            if documents is not None and len(documents) != len(token_lists):
+                raise SeqtagInputError(f"{len(token_lists)} sentences but document ids for {len(documents)}")
+            document_ids = [int(documents[i]) if documents is not None else 0 for i in nonempty]
+        kept_tokens = [token_lists[i] for i in nonempty]
+        for batch in iter_batches(self.vocab, kept_tokens, batch_size, kept_features, document_ids):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             for i, tags in self.predict_step(batch, 0):
                 results[nonempty[i]] = tags

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from seqtag.data import schemes
 from seqtag.data.packed import PackedSplit, passthrough
 from seqtag.data.readers import count_columns, read_dataset, sniff_predict_format
-from seqtag.data.sampler import BucketBatchSampler
+from seqtag.data.sampler import BucketBatchSampler, document_batches
 from seqtag.data.vectors import embedding_matrix, load_vectors_cached
 from seqtag.data.vocab import Vocab
 from seqtag.errors import SeqtagInputError
@@ -33,7 +33,8 @@ def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
     Shape:
         word_ids, casing_ids, tag_ids: (B, T) long, padded with 0;  char_ids: (B, T, C) long;
-        lengths: (B,) long;  index: (B,) long, the sentences' positions in their split;
+        lengths: (B,) long;  index: (B,) long, the sentences' positions in their split;  document: (B,) long,
+        each sentence's document (the position of its first sentence);
         feature_ids: (B, T, F) long, only when the rows have ``feature_ids``.
     """
     batch_size = len(rows)
@@ -59,6 +60,7 @@ def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "tag_ids": tag_ids,
         "lengths": lengths,
         "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
+        "document": torch.tensor([r.get("document", r["index"]) for r in rows], dtype=torch.long),
     }
     if "feature_ids" in rows[0]:
         num_features = len(rows[0]["feature_ids"][0])
@@ -111,6 +113,10 @@ class TaggingDataModule(L.LightningDataModule):
             ``sorted`` on a GPU, where a few large padded batches beat many exact-length ones (on an H100,
             decoding CoNLL-2003 ``eng.testb`` in batches of 512: 15,000 sentences/s exact, 100,000 sorted).
             Default: ``auto``
+        batch_by_document: batches hold whole documents (cut into pieces of ``batch_size`` sentences when
+            longer), as a model that looks across the sentences of a document needs (``model.document_memory``).
+            Documents come from the data (``-DOCSTART-`` lines, ``# newdoc`` comments, blank lines in text to tag;
+            see :mod:`seqtag.data.readers`). Default: None (what the model needs)
         max_length: training sentences longer than this are left out, with a warning that counts them.
             Evaluation and prediction always use full sentences. Default: None (keep all)
         num_workers: DataLoader worker processes. Default: 0
@@ -143,6 +149,7 @@ class TaggingDataModule(L.LightningDataModule):
         eval_batch_size: int = 256,
         bucketing: Literal["exact", "sorted", "none"] = "exact",
         eval_bucketing: Literal["auto", "exact", "sorted", "none"] = "auto",
+        batch_by_document: bool | None = None,
         max_length: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
@@ -351,7 +358,14 @@ class TaggingDataModule(L.LightningDataModule):
             pass  # training labels define the label set: all are known
 
         def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-            out: dict[str, list] = {"word_ids": [], "char_ids": [], "casing_ids": [], "tag_ids": [], "index": indices}
+            out: dict[str, list] = {
+                "word_ids": [],
+                "char_ids": [],
+                "casing_ids": [],
+                "tag_ids": [],
+                "index": indices,
+                "document": batch["document"],
+            }
             if with_features:
                 out["feature_ids"] = [vocab.encode_features(features) for features in batch["features"]]
             for tokens, tags in zip(batch["tokens"], batch["tags"]):
@@ -416,6 +430,13 @@ class TaggingDataModule(L.LightningDataModule):
             device = self.trainer.strategy.root_device.type if self.trainer is not None else "cpu"
         return self.hparams.bucketing if device == "cpu" else "sorted"
 
+    def batch_by_document(self) -> bool:
+        """Whether batches hold whole documents: ``batch_by_document``, else what the trainer's model needs."""
+        if self.hparams.batch_by_document is not None:
+            return self.hparams.batch_by_document
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return bool(getattr(model, "reads_documents", False))
+
     def _loader(self, split: Split, train: bool) -> DataLoader:
         encoded = self._encode_split(split)
         if self._packed.get(split, (None,))[0] is not encoded:
@@ -440,6 +461,7 @@ class TaggingDataModule(L.LightningDataModule):
             even=train,
             seed=self.hparams.seed,
             bucketing=self.hparams.bucketing if train else self.eval_bucketing(),
+            documents=dataset.document.tolist() if self.batch_by_document() else None,
         )
         return DataLoader(
             dataset,
@@ -489,19 +511,27 @@ def iter_batches(
     sentences: list[list[str]],
     batch_size: int,
     features: list[list[list[str]]] | None = None,
+    documents: list[int] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of raw token lists for tagging from Python, in length order; ``index`` gives each one's position.
 
     ``features``: per sentence, its feature columns (F lists of T values), for a model trained with them.
+    ``documents``: per sentence, its document id; batches then hold whole documents, in order (see
+    :func:`seqtag.data.sampler.document_batches`).
     """
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    for start in range(0, len(order), batch_size):
+    if documents is None:
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    else:
+        batches = document_batches(documents, batch_size)
+    for indices in batches:
         rows = []
-        for i in order[start : start + batch_size]:
+        for i in indices:
             row = vocab.encode_tokens(sentences[i])
             if features is not None:
                 row["feature_ids"] = vocab.encode_features(features[i])
             row["tag_ids"] = []
             row["index"] = i
+            row["document"] = documents[i] if documents is not None else i
             rows.append(row)
         yield collate(rows)

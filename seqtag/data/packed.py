@@ -48,12 +48,13 @@ def _gather_padded(values: torch.Tensor, starts: torch.Tensor, lengths: torch.Te
 
 
 class PackedSplit:
-    """An encoded split (columns ``word_ids``, ``char_ids``, ``casing_ids``, ``tag_ids``, ``index``) as flat tensors.
+    """An encoded split (columns ``word_ids``, ``char_ids``, ``casing_ids``, ``tag_ids``, ``index``,
+    ``document``) as flat tensors.
 
     Indexing with a list of sentence positions returns a padded batch: ``word_ids``, ``casing_ids``, ``tag_ids``
-    (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,); ``index`` (B,); and ``feature_ids`` (B, T, F) when the split
-    has a ``feature_ids`` column. A single int returns that sentence's row
-    (lists), as the Arrow dataset does.
+    (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,); ``index``, ``document`` (B,); and ``feature_ids``
+    (B, T, F) when the split has a ``feature_ids`` column. A single int returns that sentence's row (lists), as
+    the Arrow dataset does.
     """
 
     def __init__(self, encoded: datasets.Dataset) -> None:
@@ -73,6 +74,7 @@ class PackedSplit:
         self.char_offsets = _offsets(char_lengths)  # (N + 1,)
         self.char_ids = _to_tensor(chars)  # (M,)
         self.index = torch.tensor(table.column("index").to_pylist(), dtype=torch.long)  # (S,)
+        self.document = torch.tensor(table.column("document").to_pylist(), dtype=torch.long)  # (S,)
         self.feature_ids: torch.Tensor | None = None  # (N, F), with feature columns only
         if "feature_ids" in table.column_names:
             _, values = _lengths_and_values(table.column("feature_ids"))  # (N,) lists of F ids
@@ -113,6 +115,7 @@ class PackedSplit:
             "tag_ids": tag_ids,
             "lengths": lengths,
             "index": self.index[idx],
+            "document": self.document[idx],
         }
         if self.feature_ids is not None:
             feature_ids = self.feature_ids.new_zeros(len(idx), width, self.feature_ids.shape[1])  # (B, T, F)

@@ -1,4 +1,9 @@
-"""Readers: every source becomes sentences of ``{"tokens": list[str], "tags": list[str]}``.
+"""Readers: every source becomes sentences of ``{"tokens": list[str], "tags": list[str], "document": int}``.
+
+``document`` groups the sentences of one document: it is the position of the document's first sentence in the
+source. Documents start at ``-DOCSTART-`` lines in CoNLL files, at ``# newdoc`` comments in CoNLL-U, after blank
+lines in plain text, and at ``-DOCSTART-`` rows or from a ``document`` field in JSON, parquet, saved and hub
+datasets (without either, each row is a document of its own). A file without markers is one document.
 
 With feature columns (e.g. the POS column of CoNLL-2000), a sentence also has ``"features": list[list[str]]``,
 one list of T values per feature column, in the order the columns were asked for.
@@ -38,9 +43,33 @@ TAG_FIELDS = ("tags", "ner_tags", "upos", "pos_tags", "chunk_tags", "labels", "x
 TOKEN_FIELDS = ("tokens", "words", "form")
 
 
-def _sentence(tokens: list[str], tags: list[str], features: list[list[str]]) -> Sentence:
+DOCUMENT_MARKER = "-DOCSTART-"
+
+
+def _sentence(tokens: list[str], tags: list[str], features: list[list[str]], document: int) -> Sentence:
     """A sentence row; ``features`` (one list per feature column) only when there are feature columns."""
-    return {"tokens": tokens, "tags": tags, "features": features} if features else {"tokens": tokens, "tags": tags}
+    sentence: Sentence = {"tokens": tokens, "tags": tags, "document": document}
+    if features:
+        sentence["features"] = features
+    return sentence
+
+
+class _Documents:
+    """Numbers documents by the position of their first sentence, as sentences are yielded."""
+
+    def __init__(self) -> None:
+        self.count = 0  # sentences yielded so far
+        self.current = 0
+        self.starting = True  # the next sentence opens a document
+
+    def start(self) -> None:
+        self.starting = True
+
+    def next_sentence(self) -> int:
+        if self.starting:
+            self.current, self.starting = self.count, False
+        self.count += 1
+        return self.current
 
 
 def _open_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
@@ -107,12 +136,13 @@ def read_conll(
     features: list[list[str]] = [[] for _ in feature_columns]
     num_columns = None
     found = False
+    documents = _Documents()
 
     for lineno, line in _open_lines(path, encoding):
         if not line.strip(" \t"):
             if tokens:
                 found = True
-                yield _sentence(tokens, tags, features)
+                yield _sentence(tokens, tags, features, documents.next_sentence())
                 tokens, tags, features = [], [], [[] for _ in feature_columns]
             continue
         if delimiter is None and "\t" in line:
@@ -123,7 +153,12 @@ def read_conll(
                 what = "empty token" if empty[0] == token_column % len(cells) else "empty field"
                 raise DataFormatError(path, lineno, f"{what} (column {empty[0] + 1} of this TAB-separated line)", line)
         fields = _COLUMN_SEPARATOR.split(line.strip(" \t")) if delimiter is None else line.split(delimiter)
-        if fields[0] == "-DOCSTART-":
+        if fields[0] == DOCUMENT_MARKER:
+            if tokens:  # a marker right after a sentence, without a blank line, still ends it
+                found = True
+                yield _sentence(tokens, tags, features, documents.next_sentence())
+                tokens, tags, features = [], [], [[] for _ in feature_columns]
+            documents.start()
             continue
         if num_columns is None:
             num_columns = len(fields)
@@ -154,11 +189,12 @@ def read_conll(
             values.append(fields[column])
     if tokens:
         found = True
-        yield _sentence(tokens, tags, features)
+        yield _sentence(tokens, tags, features, documents.next_sentence())
     if not found:
         raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
 
 
+_NEWDOC = re.compile(r"#\s*newdoc\b")
 CONLLU_FIELDS = {"lemma": 2, "upos": 3, "xpos": 4, "feats": 5, "deprel": 7}
 
 
@@ -196,15 +232,18 @@ def read_conllu(
     tags: list[str] = []
     features: list[list[str]] = [[] for _ in feature_indices]
     found = False
+    documents = _Documents()
 
     for lineno, line in _open_lines(path, encoding):
         if not line.strip():
             if tokens:
                 found = True
-                yield _sentence(tokens, tags, features)
+                yield _sentence(tokens, tags, features, documents.next_sentence())
                 tokens, tags, features = [], [], [[] for _ in feature_indices]
             continue
         if line.startswith("#"):
+            if _NEWDOC.match(line):
+                documents.start()
             continue
         fields = line.split("\t")
         if len(fields) != 10:
@@ -222,20 +261,23 @@ def read_conllu(
             values.append(fields[index])
     if tokens:
         found = True
-        yield _sentence(tokens, tags, features)
+        yield _sentence(tokens, tags, features, documents.next_sentence())
     if not found:
         raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
 
 
 def read_text(path: str | Path, encoding: str = "utf-8") -> Iterator[Sentence]:
-    """Reads plain text to tag: one sentence per line, tokens separated by whitespace; blank lines skipped."""
+    """Reads plain text to tag: one sentence per line, tokens separated by whitespace; blank lines end a document."""
     path = Path(path)
     found = False
+    documents = _Documents()
     for _, line in _open_lines(path, encoding):
         tokens = line.split()
         if tokens:
             found = True
-            yield {"tokens": tokens, "tags": []}
+            yield {"tokens": tokens, "tags": [], "document": documents.next_sentence()}
+        else:
+            documents.start()
     if not found:
         raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
 
@@ -280,7 +322,7 @@ def count_columns(path: str | Path, encoding: str = "utf-8") -> int:
     """Columns of the first token line of a CoNLL file (0 for a file without one)."""
     for _, line in _open_lines(Path(path), encoding):
         fields = _COLUMN_SEPARATOR.split(line.strip(" \t"))
-        if line.strip() and fields[0] != "-DOCSTART-":
+        if line.strip() and fields[0] != DOCUMENT_MARKER:
             return len(fields)
     return 0
 
@@ -322,21 +364,38 @@ def _from_hf(
     with_tags: bool,
     feature_columns: Sequence[Any] = (),
 ):
-    """Yields sentences of a field-based dataset, turning ClassLabel ids into their names."""
+    """Yields sentences of a field-based dataset, turning ClassLabel ids into their names.
+
+    Documents: a ``document`` field (each new value starts one), else ``-DOCSTART-`` rows (as in the hub's
+    ``conll2003``; they are skipped), else every row is a document of its own.
+    """
     columns = list(dataset.column_names)
     token_field = _field(columns, token_column, TOKEN_FIELDS, source, "token")
     tag_field = _field(columns, tag_column, TAG_FIELDS, source, "tag") if with_tags else None
     feature_fields = [_field(columns, str(f), (), source, "feature") for f in feature_columns]
     names = _class_names(dataset, tag_field) if tag_field is not None else None
     feature_names = [_class_names(dataset, f) for f in feature_fields]
+    document_field = "document" if "document" in columns else None
+    has_markers = document_field is None and any(list(t) == [DOCUMENT_MARKER] for t in dataset[token_field])
+    documents = _Documents()
+    previous_document = None
     for i, row in enumerate(dataset):
         tokens = [str(t) for t in row[token_field]]
+        if has_markers and tokens == [DOCUMENT_MARKER]:
+            documents.start()
+            continue
+        if document_field is not None:
+            if row[document_field] != previous_document:
+                documents.start()
+            previous_document = row[document_field]
+        elif not has_markers:
+            documents.start()
         tags = []
         if tag_field is not None:
             tags = [names[t] if names is not None else str(t) for t in row[tag_field]]
             if len(tags) != len(tokens):
                 raise DataFormatError(source, i + 1, f"{len(tokens)} tokens but {len(tags)} tags in row {i}")
-        sentence: Sentence = {"tokens": tokens, "tags": tags}
+        sentence: Sentence = {"tokens": tokens, "tags": tags, "document": documents.next_sentence()}
         if feature_fields:
             sentence["features"] = []
             for field, field_names in zip(feature_fields, feature_names):
@@ -454,7 +513,11 @@ def _generate(**kwargs: Any) -> Iterator[Sentence]:
 
 
 TEXT_FEATURES = datasets.Features(
-    {"tokens": datasets.List(datasets.Value("string")), "tags": datasets.List(datasets.Value("string"))}
+    {
+        "tokens": datasets.List(datasets.Value("string")),
+        "tags": datasets.List(datasets.Value("string")),
+        "document": datasets.Value("int64"),
+    }
 )
 # The schema with feature columns: (F, T) strings per sentence.
 TEXT_FEATURES_WITH_INPUTS = datasets.Features(
@@ -498,6 +561,7 @@ def to_dataset_dict(splits: dict[str, datasets.Dataset]) -> datasets.DatasetDict
         {
             "tokens": datasets.List(datasets.Value("string")),
             "tags": datasets.List(datasets.ClassLabel(names=labels)),
+            "document": datasets.Value("int64"),
         }
     )
     if any("features" in ds.column_names for ds in splits.values()):

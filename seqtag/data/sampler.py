@@ -7,6 +7,8 @@ batch give smaller batches. With ``"sorted"`` each epoch shuffles the sentences,
 ``pool_factor`` batches, sorts each pool by length and cuts it into batches; ``"none"`` batches shuffled sentences
 as they come. In training the batches are then shuffled.
 
+With ``documents`` (one id per sentence), batches hold whole documents instead: see :func:`document_batches`.
+
 With several processes, rank r takes batches r, r + W, r + 2W, ...; in training every rank gets the same number of
 batches (a few are repeated) because DDP steps in lock-step, while evaluation never repeats a sentence, so counts
 summed over processes equal the single-process counts (with fewer evaluation batches than processes, the largest are
@@ -38,6 +40,36 @@ def _cut(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, exact: boo
     return batches
 
 
+def document_batches(documents: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of whole documents: consecutive documents fill a batch up to ``batch_size`` sentences.
+
+    A document longer than ``batch_size`` sentences is cut into pieces of at most ``batch_size``. The batches are
+    the same every epoch (training shuffles their order), so an epoch always has the same number of batches.
+
+    Args:
+        documents: the document id of each sentence; sentences with the same id form a document, in their order.
+        batch_size: the most sentences in a batch.
+
+    Returns:
+        lists of sentence positions.
+    """
+    members: dict[int, list[int]] = {}
+    for position, document in enumerate(documents):
+        members.setdefault(int(document), []).append(position)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for positions in members.values():
+        for start in range(0, len(positions), batch_size):
+            piece = positions[start : start + batch_size]
+            if current and len(current) + len(piece) > batch_size:
+                batches.append(current)
+                current = []
+            current = current + piece
+    if current:
+        batches.append(current)
+    return batches
+
+
 class BucketBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices grouped by length.
 
@@ -53,6 +85,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: base seed; the epoch is added so every rank draws the same permutation. Default: 0
         bucketing: ``"exact"`` (one length per batch), ``"sorted"`` (similar lengths, pools of ``pool_factor``
             batches) or ``"none"``. Default: ``"exact"``
+        documents: the document id of each sentence: batches then hold whole documents (:func:`document_batches`)
+            and ``bucketing`` is not used. Default: None
     """
 
     def __init__(
@@ -66,6 +100,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         even: bool = True,
         seed: int = 0,
         bucketing: str = "exact",
+        documents: Sequence[int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size should be >= 1, got {batch_size}")
@@ -82,6 +117,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.even = even
         self.seed = seed
         self.bucketing = bucketing
+        self.documents = None if documents is None else list(documents)
+        if self.documents is not None and len(self.documents) != len(self.lengths):
+            raise ValueError(f"{len(self.documents)} document ids for {len(self.lengths)} sentences")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -95,6 +133,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         return self
 
     def _all_batches(self) -> list[list[int]]:
+        if self.documents is not None:
+            batches = document_batches(self.documents, self.batch_size)
+            if self.shuffle:
+                generator = torch.Generator().manual_seed(self.seed + self.epoch)
+                batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+            return batches
         n = len(self.lengths)
         exact = self.bucketing == "exact"
         if not self.shuffle:
@@ -147,6 +191,11 @@ class BucketBatchSampler(Sampler[list[int]]):
         yield from batches[self.rank :: self.num_replicas]
 
     def __len__(self) -> int:
+        if self.documents is not None:
+            total = len(self._split_for_ranks(document_batches(self.documents, self.batch_size)))
+            if self.num_replicas > 1 and self.even:
+                return -(-total // self.num_replicas)
+            return len(range(self.rank, total, self.num_replicas))
         total = -(-len(self.lengths) // self.batch_size) if self.lengths.numel() else 0
         if self.bucketing == "exact" and total:
             counts = torch.unique(self.lengths, return_counts=True)[1]

@@ -1,0 +1,59 @@
+"""Document memory: each token sees how the other occurrences of its word in the document were encoded.
+
+Names recur within a news story: first in full and in context ("Pakistan captain Wasim Akram said"), later alone
+("Akram") or in an all-capitals headline. A sentence-level BiLSTM reads each occurrence apart. This module gives
+every token the mean encoder state of the other occurrences of the same word in the same document (words as the
+vocabulary normalizes them, so lowercased with ``data.lowercase``), in the spirit of the document-level memory of
+Luo et al. (2020, "Hierarchical Contextualized Representation for Named Entity Recognition").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqtag.data.vocab import UNK_ID
+
+
+class DocumentMemory(nn.Module):
+    """The mean state of the other occurrences of each token's word in its document, and how many there are.
+
+    Unknown words (UNK) are not one word and get no memory; nor does padding. The sums run over groups found with
+    ``torch.unique`` on (document, word) keys, so the cost is linear in the batch's tokens.
+
+    Args:
+        vocab_size: V, the word vocabulary size (word ids are below it).
+
+    Shape:
+        states: (B, T, D) encoder states;  word_ids: (B, T);  documents: (B,) document ids;
+        mask: (B, T) bool, True for real tokens, or None when nothing is padded;
+        returns: (B, T, D + 1): the mean of the other occurrences' states (zeros when there are none), then
+        log(1 + the number of other occurrences).
+    """
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+
+    @property
+    def extra_size(self) -> int:
+        """Features added beyond the states' own size D."""
+        return 1
+
+    def forward(
+        self, states: torch.Tensor, word_ids: torch.Tensor, documents: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        batch, length, size = states.shape
+        known = word_ids > UNK_ID  # (B, T)
+        if mask is not None:
+            known = known & mask
+        keys = (documents[:, None] * self.vocab_size + word_ids)[known]  # (N,)
+        own = states[known]  # (N, D)
+        _, group, counts = torch.unique(keys, return_inverse=True, return_counts=True)  # (N,), (G,)
+        sums = own.new_zeros(counts.shape[0], size).index_add_(0, group, own)  # (G, D)
+        others = (counts[group] - 1).to(own.dtype)  # (N,)
+        # A word seen once gets sum - own = 0 exactly.
+        mean = (sums[group] - own) / others.clamp(min=1.0)[:, None]  # (N, D)
+        memory = states.new_zeros(batch, length, size + 1)  # (B, T, D + 1)
+        memory[known] = torch.cat([mean, torch.log1p(others)[:, None]], dim=-1)
+        return memory
