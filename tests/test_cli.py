@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from seqtag.cli import cli_main
+from seqtag.errors import SeqtagInputError
 from seqtag.tagger import Tagger
 from tests.conftest import write
 
@@ -135,6 +136,43 @@ def test_python_api_tags_text(trained):
     tagger.to(torch.bfloat16)  # tagging in bfloat16: same shapes, tags from the same label set
     half = tagger.tag(["Anna Schmidt flew to Tokyo .", ["in", "Berlin"], []])
     assert [len(t) for t in half] == [6, 2, 0] and set(half[0] + half[1]) <= set(tagger.vocab.labels) | {"O"}
+
+
+def documents_split(tmp_path, name, count, per_document):
+    """A quickstart split cut into documents of ``per_document`` sentences by -DOCSTART- lines."""
+    sentences = (QUICKSTART / f"{name}.conll").read_text().strip().split("\n\n")[:count]
+    parts = ["\n\n".join(sentences[i : i + per_document]) for i in range(0, len(sentences), per_document)]
+    return write(tmp_path / f"{name}.docs.conll", "".join(f"-DOCSTART- O\n\n{part}\n\n" for part in parts))
+
+
+def test_document_memory_fits_tests_and_predicts(tmp_path):
+    """A tagger with document memory, end to end: batches of whole documents in training, evaluation and
+    prediction; a predictions file as long as the input; the Python API groups sentences into documents."""
+    train, dev = documents_split(tmp_path, "train", 200, 8), documents_split(tmp_path, "dev", 40, 8)
+    args = [
+        "--config", ROOT / "configs" / "quickstart.yaml", "--model.document_memory=true",
+        "--data.train", train, "--data.validation", dev, "--data.test", dev, "--data.cache_dir", tmp_path / "cache",
+        "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", tmp_path,
+    ]  # fmt: skip
+    fit = seqtag("fit", *args, "--trainer.max_epochs", 2)
+    best = Path(fit.stdout.split("Best checkpoint: ")[1].split()[0])
+    best = best if best.is_absolute() else ROOT / best
+    tested = seqtag("test", *args, "--ckpt_path", best)
+    assert "test/f1" in tested.stdout
+    out = tmp_path / "pred.conll"
+    seqtag("predict", *args, "--ckpt_path", best, "--data.predict", dev, "--predict_output", out)
+    assert len(out.read_text().strip().split("\n\n")) == 40
+    wrong = seqtag("fit", *args, "--data.batch_by_document=false", "--trainer.max_epochs=1", check=False)
+    assert wrong.returncode == 2 and "data.batch_by_document is false" in wrong.stderr
+    tagger = Tagger.load(best)
+    assert tagger.reads_documents
+    sentences = ["Anna Schmidt flew to Tokyo .", "Schmidt said so .", "Schmidt said so ."]
+    one_document = tagger.tag(sentences)
+    apart = tagger.tag(sentences, documents=[0, 0, 1])
+    alone = tagger.tag(sentences[2:])
+    assert apart[2] == alone[0] and len(one_document) == 3
+    with pytest.raises(SeqtagInputError, match="document ids for 2"):
+        tagger.tag(sentences, documents=[0, 1])
 
 
 def test_print_config_shows_effective_defaults():

@@ -90,3 +90,24 @@ def test_label_smoothing_mixes_the_uniform_target_into_the_softmax_loss():
     assert loss.item() == pytest.approx((0.9 * nll + 0.1 * uniform).item(), rel=1e-5)
     with pytest.raises(SeqtagInputError, match="softmax head"):
         Tagger(LABELS, "BIOES", head="crf", label_smoothing=0.1, **sizes)
+
+
+def test_document_memory_reads_the_other_sentences_of_the_document():
+    """With document_memory, a sentence's emissions depend on the other sentences of its document, and only on
+    those: the same sentences in another document change nothing."""
+    torch.manual_seed(0)
+    model = Tagger(LABELS, "BIOES", vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4,
+                   hidden_size=6, dropout=0.0, document_memory=True).eval()  # fmt: skip
+    paris = {"word_ids": [2, 3], "char_ids": [[2, 3], [4]], "casing_ids": [3, 3], "tag_ids": [0, 1], "index": 0}
+    again = {"word_ids": [4, 2, 5], "char_ids": [[5], [2, 3], [6]], "casing_ids": [3, 3, 5], "tag_ids": [0] * 3}
+    with torch.no_grad():
+        alone = model(collate([dict(paris, document=0)]))[0]  # (2, K)
+        together = model(collate([dict(paris, document=0), dict(again, index=1, document=0)]))[0]
+        apart = model(collate([dict(paris, document=0), dict(again, index=1, document=1)]))[0]
+    torch.testing.assert_close(apart[:2], alone, atol=1e-6, rtol=0)
+    assert not torch.allclose(together[0], alone[0])  # word 2 occurs in the other sentence
+    torch.testing.assert_close(together[1], alone[1], atol=1e-6, rtol=0)  # word 3 does not
+    batch = collate([dict(paris, document=0), dict(again, index=1, document=0)])
+    loss = model.train().loss(model(batch), batch["tag_ids"], length_mask(batch["lengths"], 3))
+    loss.backward()
+    assert torch.isfinite(loss) and model.projection.weight.grad.shape == (len(LABELS), 4 * 6 + 1)

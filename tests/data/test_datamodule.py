@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from seqtag.data.datamodule import TaggingDataModule, collate
-from seqtag.data.sampler import BucketBatchSampler
+from seqtag.data.sampler import BucketBatchSampler, document_batches
 from seqtag.data.vectors import read_vectors
 from seqtag.data.vocab import Vocab, casing
 from seqtag.errors import SeqtagInputError
@@ -123,6 +123,42 @@ def test_bucket_sampler_covers_each_sentence_once_across_ranks():
     first = list(s)
     s.set_epoch(1)
     assert sorted(i for b in first for i in b) == list(range(11)) and list(s) != first
+
+
+def test_document_batches_keep_documents_whole():
+    documents = [0, 0, 0, 3, 3, 5, 6, 6, 6, 6, 6]  # document 6 has more sentences than a batch
+    assert document_batches(documents, 4) == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9], [10]]
+    assert document_batches(documents, 100) == [list(range(11))]
+    lengths = [5] * len(documents)
+    sampler = BucketBatchSampler(lengths, 4, documents=documents)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    # The same batches every epoch, so every epoch has len(sampler) of them, in a new order.
+    assert sorted(first) == sorted(second) == document_batches(documents, 4) and len(sampler) == 4
+    assert [list(BucketBatchSampler(lengths, 4, documents=documents, seed=s)) for s in range(5)] != [first] * 5
+    seen = []
+    for rank in range(3):
+        evaluation = BucketBatchSampler(lengths, 4, shuffle=False, num_replicas=3, rank=rank, even=False,
+                                        documents=documents)  # fmt: skip
+        batches = list(evaluation)
+        assert len(batches) == len(evaluation)
+        seen += [i for b in batches for i in b]
+    assert sorted(seen) == list(range(11))
+    ranks = [BucketBatchSampler(lengths, 4, num_replicas=3, rank=r, documents=documents) for r in range(3)]
+    assert [len(list(r)) for r in ranks] == [len(r) for r in ranks] == [2, 2, 2]  # lock-step: some repeated
+
+
+def test_datamodule_batches_by_document_when_asked(tmp_path):
+    text = "-DOCSTART- O\n\n" + "\n\n".join(["EU I-ORG", "Paris I-LOC\nsays O", "ok O"]) + "\n\n-DOCSTART- O\n\n"
+    text += "\n\n".join(["Peter I-PER", "in O\nRome I-LOC"]) + "\n"
+    train = write(tmp_path / "docs.conll", text)
+    dm = TaggingDataModule(str(train), batch_size=3, batch_by_document=True, cache_dir=str(tmp_path / "cache"))
+    dm.setup("fit")
+    batches = [b["index"].tolist() for b in dm.train_dataloader()]
+    assert sorted(batches) == [[0, 1, 2], [3, 4]]
+    assert all(b["document"].unique().numel() == 1 for b in dm.train_dataloader())
+    assert not TaggingDataModule(str(train), cache_dir=str(tmp_path / "cache")).batch_by_document()  # no model
 
 
 def test_collate_shapes():

@@ -22,6 +22,7 @@ def test_conll_feature_columns(tmp_path):
     assert first == {
         "tokens": ["He", "reckons", "the", "deficit"],
         "tags": ["B-NP", "B-VP", "B-NP", "I-NP"],
+        "document": 0,
         "features": [["PRP", "VBZ", "DT", "NN"]],
     }
     assert "features" not in next(read_conll(path))
@@ -53,7 +54,12 @@ def test_field_based_features_turn_class_ids_into_names(tmp_path):
     rows = {"tokens": [["the", "deficit"]], "pos_tags": [[0, 1]], "chunk_tags": [[0, 1]]}
     datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "disk"))
     sentence = next(iter_sentences(str(tmp_path / "disk"), tag_column="chunk_tags", feature_columns=["pos_tags"]))
-    assert sentence == {"tokens": ["the", "deficit"], "tags": ["B-NP", "I-NP"], "features": [["DT", "NN"]]}
+    assert sentence == {
+        "tokens": ["the", "deficit"],
+        "tags": ["B-NP", "I-NP"],
+        "document": 0,
+        "features": [["DT", "NN"]],
+    }
     with pytest.raises(SeqtagInputError, match="no feature field 'pos'"):
         next(iter_sentences(str(tmp_path / "disk"), tag_column="chunk_tags", feature_columns=["pos"]))
 

@@ -58,12 +58,40 @@ def test_conll_docstart_and_tail_sentence(tmp_path):
     assert sentences[0]["tags"] == ["I-ORG", "O", "I-MISC", "O", "O"]
 
 
+def test_documents_in_every_format(tmp_path):
+    """``document`` is the position of the document's first sentence, whatever marks documents in the source."""
+    conll = write(tmp_path / "eng.train", CONLL2003 + "\nParis NNP I-NP I-LOC\n")
+    assert [s["document"] for s in read_conll(conll)] == [0, 0, 2, 2]
+    # A marker straight after a sentence, without a blank line, still ends it.
+    glued = write(tmp_path / "glued.conll", "EU I-ORG\n-DOCSTART- O\nParis I-LOC\n\nRome I-LOC\n")
+    assert [(s["tokens"], s["document"]) for s in read_conll(glued)] == [(["EU"], 0), (["Paris"], 1), (["Rome"], 1)]
+    conllu = write(
+        tmp_path / "a.conllu", "# newdoc id = a\n" + CONLLU + "\n# newdoc id = b\n" + CONLLU.split("\n\n")[1]
+    )
+    assert [s["document"] for s in read_conllu(conllu)] == [0, 0, 2]
+    text = write(tmp_path / "a.txt", "EU rejects it\nIt rains\n\n\nParis\n")
+    assert [s["document"] for s in iter_sentences(str(text), format="text")] == [0, 0, 2]
+    # Field-based data: -DOCSTART- rows (the hub's conll2003) are skipped and start documents...
+    rows = [["-DOCSTART-"], ["EU", "rejects"], ["Peter"], ["-DOCSTART-"], ["Paris"]]
+    tags = [["O"], ["B-ORG", "O"], ["B-PER"], ["O"], ["B-LOC"]]
+    datasets.Dataset.from_dict({"tokens": rows, "tags": tags}).to_parquet(str(tmp_path / "m.parquet"))
+    read = list(iter_sentences(str(tmp_path / "m.parquet")))
+    assert [(s["tokens"], s["document"]) for s in read] == [(["EU", "rejects"], 0), (["Peter"], 0), (["Paris"], 2)]
+    # ... and a document field numbers them (a new value starts a document), as to_dataset_dict saves them.
+    saved = to_dataset_dict({"train": read_dataset(str(tmp_path / "m.parquet"), cache_dir=str(tmp_path / "c"))})
+    saved.save_to_disk(str(tmp_path / "saved"))
+    assert [s["document"] for s in iter_sentences(str(tmp_path / "saved"))] == [0, 0, 2]
+    fields = {"tokens": [["a"], ["b"], ["c"]], "tags": [["O"]] * 3, "document": [7, 7, 3]}
+    datasets.Dataset.from_dict(fields).to_parquet(str(tmp_path / "f.parquet"))
+    assert [s["document"] for s in iter_sentences(str(tmp_path / "f.parquet"))] == [0, 0, 2]
+
+
 def test_conll_choose_columns_tab_and_gzip(tmp_path):
     path = tmp_path / "pos.tsv.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write("EU\tNNP\tB-ORG\nrejects\tVBZ\tO\n")
     (sentence,) = read_conll(path, token_column=0, tag_column=1)
-    assert sentence == {"tokens": ["EU", "rejects"], "tags": ["NNP", "VBZ"]}
+    assert sentence == {"tokens": ["EU", "rejects"], "tags": ["NNP", "VBZ"], "document": 0}
 
 
 def test_conll_wrong_column_count_names_file_and_line(tmp_path):
@@ -89,7 +117,7 @@ def test_conll_crlf_bom_and_zero_width(tmp_path):
     path = tmp_path / "crlf.conll"
     path.write_bytes("\ufeffEU B-ORG\r\nzero\u200bwidth O\r\n\r\n".encode())
     (sentence,) = read_conll(path)
-    assert sentence == {"tokens": ["EU", "zero\u200bwidth"], "tags": ["B-ORG", "O"]}
+    assert sentence == {"tokens": ["EU", "zero\u200bwidth"], "tags": ["B-ORG", "O"], "document": 0}
 
 
 def test_conll_bad_bytes_give_offset(tmp_path):
@@ -114,7 +142,7 @@ def test_conllu_skips_ranges_and_empty_nodes(tmp_path):
     assert sentences[0]["tokens"] == ["I", "do", "n't", "know", "."]
     assert sentences[0]["tags"] == ["PRON", "AUX", "PART", "VERB", "PUNCT"]
     assert list(read_conllu(path, "xpos"))[0]["tags"] == ["PRP", "VBP", "RB", "VB", "."]
-    assert sentences[1] == {"tokens": ["Yes"], "tags": ["INTJ"]}
+    assert sentences[1] == {"tokens": ["Yes"], "tags": ["INTJ"], "document": 0}
 
 
 def test_conllu_bad_row(tmp_path):
@@ -132,7 +160,11 @@ def test_json_parquet_and_disk_share_the_schema(tmp_path):
         }
     )
     dataset = datasets.Dataset.from_list(rows, features=features)
-    expected = [{"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}, {"tokens": ["Peter"], "tags": ["B-PER"]}]
+    # Without a document field or -DOCSTART- rows, every row is a document of its own.
+    expected = [
+        {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"], "document": 0},
+        {"tokens": ["Peter"], "tags": ["B-PER"], "document": 1},
+    ]
     # ClassLabel names are kept
     dataset.save_to_disk(str(tmp_path / "disk"))
     assert list(iter_sentences(str(tmp_path / "disk"))) == expected
@@ -163,7 +195,7 @@ def test_hub_path_with_a_local_dataset_repository(tmp_path):
             str(repo / f"{split}.parquet")
         )
     sentences = list(iter_sentences(str(repo), format="hub", split="validation"))
-    assert sentences == [{"tokens": ["in", "Paris"], "tags": ["O", "B-LOC"]}]
+    assert sentences == [{"tokens": ["in", "Paris"], "tags": ["O", "B-LOC"], "document": 0}]
     with pytest.raises(SeqtagInputError, match="cannot load split 'test' from the Hugging Face hub"):
         list(iter_sentences(str(repo), format="hub", split="test"))
 
