@@ -99,6 +99,8 @@ def build(args: argparse.Namespace, extra: list[str]):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli = cli_main(cli_args, run=False)
+    if cli.model.reads_documents and cli.datamodule.hparams.batch_by_document is None:
+        cli.datamodule.hparams.batch_by_document = True  # what a Trainer would pick for this model
     return cli.model, cli.datamodule
 
 
