@@ -23,6 +23,7 @@ VARIANTS = {
     "no_chars": ("no character features", ["--model.char_encoder=none"]),
     "softmax": ("softmax head instead of CRF", ["--model.head=softmax"]),
     "iob2": ("trained in IOB2 instead of BIOES", ["--data.train_scheme=IOB2"]),
+    "no_document_memory": ("no document memory", ["--model.document_memory=false"]),
 }
 
 
