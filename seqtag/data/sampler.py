@@ -64,7 +64,7 @@ def document_batches(documents: Sequence[int], batch_size: int) -> list[list[int
             if current and len(current) + len(piece) > batch_size:
                 batches.append(current)
                 current = []
-            current = current + piece
+            current.extend(piece)
     if current:
         batches.append(current)
     return batches
@@ -117,9 +117,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.even = even
         self.seed = seed
         self.bucketing = bucketing
-        self.documents = None if documents is None else list(documents)
-        if self.documents is not None and len(self.documents) != len(self.lengths):
-            raise ValueError(f"{len(self.documents)} document ids for {len(self.lengths)} sentences")
+        # Batches of whole documents are fixed once: every epoch only reorders them.
+        self.document_batches: list[list[int]] | None = None
+        if documents is not None:
+            if len(documents) != len(self.lengths):
+                raise ValueError(f"{len(documents)} document ids for {len(self.lengths)} sentences")
+            self.document_batches = document_batches(documents, batch_size)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -133,8 +136,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         return self
 
     def _all_batches(self) -> list[list[int]]:
-        if self.documents is not None:
-            batches = document_batches(self.documents, self.batch_size)
+        if self.document_batches is not None:
+            batches = list(self.document_batches)  # __iter__ may append to it
             if self.shuffle:
                 generator = torch.Generator().manual_seed(self.seed + self.epoch)
                 batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
@@ -191,8 +194,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         yield from batches[self.rank :: self.num_replicas]
 
     def __len__(self) -> int:
-        if self.documents is not None:
-            total = len(self._split_for_ranks(document_batches(self.documents, self.batch_size)))
+        if self.document_batches is not None:
+            total = len(self._split_for_ranks(self.document_batches))
             if self.num_replicas > 1 and self.even:
                 return -(-total // self.num_replicas)
             return len(range(self.rank, total, self.num_replicas))
