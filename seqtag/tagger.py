@@ -30,7 +30,7 @@ from seqtag.modules.contextual import CharLMEmbedder
 from seqtag.modules.crf import ConditionalRandomField
 from seqtag.modules.dropout import Dropout
 from seqtag.modules.embeddings import TokenEmbedder
-from seqtag.modules.encoder import RNNEncoder
+from seqtag.modules.encoder import DocumentEncoder, RNNEncoder
 from seqtag.modules.memory import DocumentMemory
 
 VOCAB_KEY = "seqtag_vocab"
@@ -76,6 +76,10 @@ class Tagger(L.LightningModule):
         document_memory: give each token the mean BiLSTM state of the other occurrences of its word in the same
             document (:class:`~seqtag.modules.memory.DocumentMemory`); batches then hold whole documents. Default:
             False
+        document_context: the BiLSTM reads each document's sentences as one sequence
+            (:class:`~seqtag.modules.encoder.DocumentEncoder`), so a sentence is encoded in the context of its
+            neighbours; batches then hold whole documents. ``cell`` LSTM, GRU or RNN; ``implementation`` torch.
+            Default: False
         head: ``crf`` (transitions constrained by the scheme) or ``softmax``. Default: ``crf``
         label_smoothing: softmax head only: the cross-entropy's target puts this much probability mass evenly on all
             tags (Szegedy et al. 2016), which keeps the model from growing over-confident. Default: 0.0
@@ -107,6 +111,7 @@ class Tagger(L.LightningModule):
         num_layers: int = 1,
         dropout: float = 0.5,
         document_memory: bool = False,
+        document_context: bool = False,
         head: Literal["crf", "softmax"] = "crf",
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -147,7 +152,12 @@ class Tagger(L.LightningModule):
         if char_lm_forward is not None or char_lm_backward is not None:
             self.char_lm = CharLMEmbedder(char_lm_forward, char_lm_backward, num_chars, char_lm_finetune)
         token_size = self.embedder.output_size + (self.char_lm.output_size if self.char_lm is not None else 0)
-        self.encoder = RNNEncoder(token_size, hidden_size, num_layers, cell, True, dropout, implementation)
+        if document_context:
+            if implementation != "torch":
+                raise ValueError("document_context runs the torch cells: use implementation='torch'")
+            self.encoder = DocumentEncoder(token_size, hidden_size, num_layers, cell, dropout)
+        else:
+            self.encoder = RNNEncoder(token_size, hidden_size, num_layers, cell, True, dropout, implementation)
         self.dropout = Dropout(dropout)
         self.memory = DocumentMemory(vocab_size) if document_memory else None
         features = self.encoder.output_size
@@ -179,7 +189,12 @@ class Tagger(L.LightningModule):
     @property
     def reads_documents(self) -> bool:
         """Whether the model looks across the sentences of a document, so batches must hold whole documents."""
-        return self.memory is not None
+        return self.memory is not None or isinstance(self.encoder, DocumentEncoder)
+
+    @property
+    def document_option(self) -> str:
+        """The option that makes the model read documents, for messages."""
+        return "document_context" if isinstance(self.encoder, DocumentEncoder) else "document_memory"
 
     @property
     def monitor(self) -> str:
@@ -192,8 +207,8 @@ class Tagger(L.LightningModule):
 
         Shape:
             batch: ``word_ids``, ``casing_ids`` (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,);
-                ``feature_ids`` (B, T, F) for a model with feature columns; ``document`` (B,) for a model with
-                ``document_memory``
+                ``feature_ids`` (B, T, F) for a model with feature columns; ``document`` (B,) and ``index`` (B,)
+                for a model with ``document_memory`` or ``document_context``
             returns: (B, T, K)
         """
         lengths = batch["lengths"]
@@ -209,7 +224,10 @@ class Tagger(L.LightningModule):
         )  # (B, T, E)
         if self.char_lm is not None:
             tokens = torch.cat([tokens, self.char_lm(batch["char_ids"], mask)], dim=-1)  # (B, T, E + H_fw + H_bw)
-        encoded = self.encoder(self.dropout(tokens), lengths if padded else None)  # (B, T, 2H)
+        if isinstance(self.encoder, DocumentEncoder):
+            encoded = self.encoder(self.dropout(tokens), mask if padded else None, batch["document"], batch["index"])
+        else:
+            encoded = self.encoder(self.dropout(tokens), lengths if padded else None)  # (B, T, 2H)
         if self.memory is not None:
             memory = self.memory(encoded, batch["word_ids"], batch["document"], mask if padded else None)
             encoded = torch.cat([encoded, memory], dim=-1)  # (B, T, 4H + 1)
@@ -329,8 +347,8 @@ class Tagger(L.LightningModule):
             raise SeqtagInputError(f"the model's labels {self.labels} differ from the data's {datamodule.labels}")
         if self.reads_documents and not datamodule.batch_by_document():
             raise SeqtagInputError(
-                "model.document_memory looks across the sentences of a document, but data.batch_by_document is false: "
-                "leave it unset (or true)"
+                f"model.{self.document_option} looks across the sentences of a document, but "
+                "data.batch_by_document is false: leave it unset (or true)"
             )
         if stage == "fit":
             if self.char_lm is not None:
@@ -406,7 +424,7 @@ class Tagger(L.LightningModule):
 
         ``features``: for a model trained with feature columns, per sentence its columns' values (F lists of T
         strings), e.g. ``[[["NNP", "VBZ", "JJ", "NN"]]]`` for one sentence with a POS column.
-        ``documents``: for a model with ``document_memory``, the document id of each sentence (sentences with the
+        ``documents``: for a model with ``document_memory`` or ``document_context``, the document id of each sentence (sentences with the
         same id are one document). Default: all the sentences of the call are one document.
         """
         from seqtag.data.datamodule import iter_batches

@@ -70,3 +70,83 @@ class RNNEncoder(nn.Module):
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         output, _ = self.rnn(packed)
         return pad_packed_sequence(output, batch_first=True, total_length=total)[0]  # (B, T, D*H)
+
+
+class DocumentEncoder(nn.Module):
+    """A stacked bidirectional RNN that reads each document's sentences as one sequence.
+
+    The rows of a batch that share a document id are joined in reading order (by ``index``), so a sentence's states
+    also depend on the sentences around it: a line of a results table ("Akram 4-0-12-1") is read after the lines
+    that say what the table is about. Batches must hold whole documents (or consecutive pieces of one).
+
+    Both directions run unpacked on right-padded documents: the forward RNN meets padding only after a document's
+    last token, and the backward RNN reads each document reversed (its padding still at the end), then its states
+    are put back in reading order. The result is exactly that of packed sequences, and much faster on CPU, where a
+    PackedSequence of a few long documents costs a step per token of the longest one at a small batch.
+
+    Args:
+        input_size: E, the token representation size.
+        hidden_size: H, hidden size per direction. Default: 200
+        num_layers: stacked layers. Default: 1
+        cell: ``"lstm"``, ``"gru"`` or ``"rnn"``. Default: ``"lstm"``
+        dropout: dropout between layers (as in ``nn.LSTM``). Default: 0.0
+
+    Shape:
+        inputs: (B, T, E);  mask: (B, T) bool, True for real tokens, or None when nothing is padded;
+        documents: (B,) document ids;  index: (B,) each row's position in its split (reading order);
+        returns: (B, T, 2H), zeros at padded positions.
+    """
+
+    def __init__(
+        self, input_size: int, hidden_size: int = 200, num_layers: int = 1, cell: str = "lstm", dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell should be one of {sorted(CELLS)}, got {cell!r}")
+        self.forward_rnns = nn.ModuleList()
+        self.backward_rnns = nn.ModuleList()
+        size = input_size
+        for _ in range(num_layers):
+            self.forward_rnns.append(CELLS[cell](size, hidden_size, batch_first=True))
+            self.backward_rnns.append(CELLS[cell](size, hidden_size, batch_first=True))
+            size = 2 * hidden_size
+        self.dropout = nn.Dropout(dropout if num_layers > 1 else 0.0)
+        self.output_size = 2 * hidden_size
+
+    def forward(
+        self, inputs: torch.Tensor, mask: torch.Tensor | None, documents: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        batch, length, size = inputs.shape
+        if mask is None:
+            mask = torch.ones(batch, length, dtype=torch.bool, device=inputs.device)
+        order = torch.argsort(index)  # (B,) rows in reading order
+        ordered_mask = mask[order]  # (B, T)
+        ordered_documents = documents[order]
+        starts = torch.ones(batch, dtype=torch.long, device=inputs.device)
+        starts[1:] = (ordered_documents[1:] != ordered_documents[:-1]).long()
+        row_run = torch.cumsum(starts, 0) - 1  # (B,) which joined document each row belongs to
+        token_run = row_run[:, None].expand(batch, length)[ordered_mask]  # (N,)
+        run_lengths = torch.bincount(token_run)  # (R,)
+        run_starts = torch.cumsum(run_lengths, 0) - run_lengths  # (R,)
+        position = torch.arange(token_run.shape[0], device=inputs.device) - run_starts[token_run]  # (N,)
+        width = int(run_lengths.max())
+        joined = inputs.new_zeros(run_lengths.shape[0], width, size)  # (R, L, E)
+        joined[token_run, position] = inputs[order][ordered_mask]
+        # reversal[r, t]: where step t of document r's reversed reading is; padding stays in place.
+        steps = torch.arange(width, device=inputs.device)[None, :]  # (1, L)
+        real = steps < run_lengths[:, None]  # (R, L)
+        reversal = torch.where(real, run_lengths[:, None] - 1 - steps, steps)  # (R, L)
+        states = joined
+        for layer, (forward_rnn, backward_rnn) in enumerate(zip(self.forward_rnns, self.backward_rnns)):
+            if layer:
+                states = self.dropout(states)
+            flip = reversal[..., None].expand(-1, -1, states.shape[-1])
+            forward_states = forward_rnn(states)[0]  # (R, L, H)
+            backward_states = backward_rnn(states.gather(1, flip))[0]  # (R, L, H), reversed reading
+            flip = reversal[..., None].expand(-1, -1, backward_states.shape[-1])
+            states = torch.cat([forward_states, backward_states.gather(1, flip)], dim=-1)  # (R, L, 2H)
+        ordered = states.new_zeros(batch, length, self.output_size)  # (B, T, 2H)
+        ordered[ordered_mask] = states[token_run, position]
+        result = torch.empty_like(ordered)
+        result[order] = ordered
+        return result
