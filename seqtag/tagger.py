@@ -424,8 +424,9 @@ class Tagger(L.LightningModule):
 
         ``features``: for a model trained with feature columns, per sentence its columns' values (F lists of T
         strings), e.g. ``[[["NNP", "VBZ", "JJ", "NN"]]]`` for one sentence with a POS column.
-        ``documents``: for a model with ``document_memory`` or ``document_context``, the document id of each sentence (sentences with the
-        same id are one document). Default: all the sentences of the call are one document.
+        ``documents``: for a model with ``document_memory`` or ``document_context``, the document id of each
+        sentence (sentences with the same id are one document, in their order). Default: all the sentences of the
+        call are one document.
         """
         from seqtag.data.datamodule import iter_batches
 
