@@ -145,12 +145,13 @@ def documents_split(tmp_path, name, count, per_document):
     return write(tmp_path / f"{name}.docs.conll", "".join(f"-DOCSTART- O\n\n{part}\n\n" for part in parts))
 
 
-def test_document_memory_fits_tests_and_predicts(tmp_path):
-    """A tagger with document memory, end to end: batches of whole documents in training, evaluation and
+@pytest.mark.parametrize("option", ["document_memory", "document_context"])
+def test_document_model_fits_tests_and_predicts(tmp_path, option):
+    """A tagger that reads documents, end to end: batches of whole documents in training, evaluation and
     prediction; a predictions file as long as the input; the Python API groups sentences into documents."""
     train, dev = documents_split(tmp_path, "train", 200, 8), documents_split(tmp_path, "dev", 40, 8)
     args = [
-        "--config", ROOT / "configs" / "quickstart.yaml", "--model.document_memory=true",
+        "--config", ROOT / "configs" / "quickstart.yaml", f"--model.{option}=true",
         "--data.train", train, "--data.validation", dev, "--data.test", dev, "--data.cache_dir", tmp_path / "cache",
         "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", tmp_path,
     ]  # fmt: skip
@@ -163,7 +164,7 @@ def test_document_memory_fits_tests_and_predicts(tmp_path):
     seqtag("predict", *args, "--ckpt_path", best, "--data.predict", dev, "--predict_output", out)
     assert len(out.read_text().strip().split("\n\n")) == 40
     wrong = seqtag("fit", *args, "--data.batch_by_document=false", "--trainer.max_epochs=1", check=False)
-    assert wrong.returncode == 2 and "data.batch_by_document is false" in wrong.stderr
+    assert wrong.returncode == 2 and f"model.{option} looks across" in wrong.stderr
     tagger = Tagger.load(best)
     assert tagger.reads_documents
     sentences = ["Anna Schmidt flew to Tokyo .", "Schmidt said so .", "Schmidt said so ."]

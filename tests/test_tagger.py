@@ -111,3 +111,24 @@ def test_document_memory_reads_the_other_sentences_of_the_document():
     loss = model.train().loss(model(batch), batch["tag_ids"], length_mask(batch["lengths"], 3))
     loss.backward()
     assert torch.isfinite(loss) and model.projection.weight.grad.shape == (len(LABELS), 4 * 6 + 1)
+
+
+def test_document_context_reads_the_neighbouring_sentences():
+    """With document_context, every token of a sentence depends on the sentences of its document, in reading
+    order, and not on other documents."""
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4, hidden_size=6, dropout=0.0)
+    model = Tagger(LABELS, "BIOES", document_context=True, **sizes).eval()
+    first = {"word_ids": [2, 3], "char_ids": [[2, 3], [4]], "casing_ids": [3, 3], "tag_ids": [0, 1], "index": 0}
+    second = {"word_ids": [4, 6, 5], "char_ids": [[5], [2, 3], [6]], "casing_ids": [3, 3, 5], "tag_ids": [0] * 3}
+    with torch.no_grad():
+        alone = model(collate([dict(first, document=0)]))[0]  # (2, K)
+        together = model(collate([dict(first, document=0), dict(second, index=1, document=0)]))[0]
+        apart = model(collate([dict(first, document=0), dict(second, index=1, document=1)]))[0]
+        swapped = model(collate([dict(second, index=1, document=0), dict(first, document=0)]))[1]
+    torch.testing.assert_close(apart[:2], alone, atol=1e-6, rtol=0)
+    assert not torch.allclose(together[:2], alone[:2])  # both tokens read the next sentence backwards
+    torch.testing.assert_close(swapped[:2], together[:2], atol=1e-6, rtol=0)  # reading order, not batch order
+    assert model.reads_documents and model.document_option == "document_context"
+    with pytest.raises(ValueError, match="implementation='torch'"):
+        Tagger(LABELS, "BIOES", document_context=True, implementation="reference", **sizes)
