@@ -58,6 +58,9 @@ class Tagger(L.LightningModule):
         casing_dim: casing feature size (0 = off). Default: 0
         freeze_words: keep the word vectors fixed. Default: False
         word_dropout: probability of replacing a training word by UNK. Default: 0.0
+        singleton_dropout: probability of replacing a word seen once in the training data by UNK, on top of
+            ``word_dropout`` (Lample et al. 2016), so that UNK learns from rare words, as the unknown words of new
+            text are. Default: 0.0
         feature_sizes: the number of values of each input feature column (linked from the data's
             ``feature_columns``). Default: none
         feature_dim: embedding size of each feature column. Default: 20
@@ -100,6 +103,7 @@ class Tagger(L.LightningModule):
         casing_dim: int = 0,
         freeze_words: bool = False,
         word_dropout: float = 0.0,
+        singleton_dropout: float = 0.0,
         feature_sizes: list[int] | None = None,
         feature_dim: int = 20,
         char_lm_forward: str | dict[str, Any] | None = None,
@@ -147,6 +151,7 @@ class Tagger(L.LightningModule):
             word_dropout,
             feature_sizes or (),
             feature_dim,
+            singleton_dropout,
         )
         self.char_lm: CharLMEmbedder | None = None
         if char_lm_forward is not None or char_lm_backward is not None:
@@ -351,6 +356,7 @@ class Tagger(L.LightningModule):
                 "data.batch_by_document is false: leave it unset (or true)"
             )
         if stage == "fit":
+            self.embedder.set_singletons(self.vocab.singleton_ids)
             if self.char_lm is not None:
                 self.char_lm.set_chars(self.vocab.chars)  # a resumed checkpoint restores the same maps
             # Restoring a checkpoint (resume) happens after setup, so it overrides these rows.

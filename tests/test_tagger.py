@@ -132,3 +132,21 @@ def test_document_context_reads_the_neighbouring_sentences():
     assert model.reads_documents and model.document_option == "document_context"
     with pytest.raises(ValueError, match="implementation='torch'"):
         Tagger(LABELS, "BIOES", document_context=True, implementation="reference", **sizes)
+
+
+def test_training_marks_the_vocabularys_singletons(tmp_path):
+    """Fitting gives the embedder the words seen once in the training data, which singleton_dropout replaces."""
+    import lightning as L
+
+    from seqtag.data.datamodule import TaggingDataModule
+    from tests.conftest import write
+
+    train = write(tmp_path / "train.conll", "Peter I-PER\nsays O\n\nPeter I-PER\nLeft O\n\nin O\nParis I-LOC\n")
+    data = TaggingDataModule(str(train), validation=str(train), cache_dir=str(tmp_path / "cache"), batch_size=2)
+    model = Tagger(data.labels, data.scheme, vocab_size=data.vocab_size, num_chars=data.num_chars, word_dim=4,
+                   char_dim=4, char_hidden=4, hidden_size=4, singleton_dropout=0.5)  # fmt: skip
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    marked = {data.vocab.words[i] for i in model.embedder.singletons.nonzero().flatten().tolist()}
+    assert marked == {"says", "Left", "in", "Paris"}

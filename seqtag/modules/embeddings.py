@@ -122,6 +122,9 @@ class TokenEmbedder(nn.Module):
         casing_dim: casing embedding size; 0 disables the feature. Default: 0
         freeze_words: keep word vectors fixed in training. Default: False
         word_dropout: in training, the probability of replacing a word id by UNK. Default: 0.0
+        singleton_dropout: in training, the probability of replacing a word seen once in the training data by UNK
+            (Lample et al. 2016), on top of ``word_dropout``; :meth:`set_singletons` says which words those are.
+            Default: 0.0
         feature_sizes: the number of values of each input feature column (0 = PAD, 1 = UNK). Default: none
         feature_dim: embedding size of each feature column. Default: 20
 
@@ -144,12 +147,15 @@ class TokenEmbedder(nn.Module):
         word_dropout: float = 0.0,
         feature_sizes: Sequence[int] = (),
         feature_dim: int = 20,
+        singleton_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if char_encoder not in ("cnn", "lstm", "none"):
             raise ValueError(f"char_encoder should be one of 'cnn', 'lstm', 'none', got {char_encoder!r}")
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"word_dropout should be in [0, 1), got {word_dropout}")
+        if not 0.0 <= singleton_dropout < 1.0:
+            raise ValueError(f"singleton_dropout should be in [0, 1), got {singleton_dropout}")
         self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
         nn.init.uniform_(self.words.weight, -((3.0 / word_dim) ** 0.5), (3.0 / word_dim) ** 0.5)
         self.words.weight.data[0] = 0.0
@@ -162,6 +168,9 @@ class TokenEmbedder(nn.Module):
         self.casing = nn.Embedding(len(CASINGS), casing_dim, padding_idx=0) if casing_dim > 0 else None
         self.features = nn.ModuleList(nn.Embedding(size, feature_dim, padding_idx=0) for size in feature_sizes)
         self.word_dropout = word_dropout
+        self.singleton_dropout = singleton_dropout
+        # (V,) True for words seen once in training; set from the vocabulary when training starts, not saved.
+        self.register_buffer("singletons", torch.zeros(vocab_size, dtype=torch.bool), persistent=False)
         self.output_size = (
             word_dim
             + (self.chars.output_size if self.chars else 0)
@@ -180,6 +189,12 @@ class TokenEmbedder(nn.Module):
         with torch.no_grad():
             self.words.weight.copy_(matrix)
 
+    def set_singletons(self, word_ids: Sequence[int]) -> None:
+        """Marks the words seen once in the training data, which ``singleton_dropout`` replaces by UNK."""
+        singletons = torch.zeros_like(self.singletons)
+        singletons[torch.as_tensor(list(word_ids), dtype=torch.long, device=singletons.device)] = True
+        self.singletons = singletons
+
     def forward(
         self,
         word_ids: torch.Tensor,
@@ -191,6 +206,12 @@ class TokenEmbedder(nn.Module):
         if self.training and self.word_dropout > 0:
             drop = torch.rand(word_ids.shape, device=word_ids.device) < self.word_dropout
             word_ids = word_ids.masked_fill(drop if mask is None else drop & mask, 1)  # 1 = UNK
+        if self.training and self.singleton_dropout > 0:
+            # Words unknown at test time are mostly rare names: UNK learns from the rare words of training.
+            drop = self.singletons[word_ids] & (
+                torch.rand(word_ids.shape, device=word_ids.device) < self.singleton_dropout
+            )
+            word_ids = word_ids.masked_fill(drop, 1)  # padding (id 0) is never a singleton
         parts = [self.words(word_ids)]  # (B, T, word_dim)
         if self.chars is not None and mask is None:
             parts.append(self.chars(char_ids.flatten(0, 1)).unflatten(0, word_ids.shape))  # (B, T, F)

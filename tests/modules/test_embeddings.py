@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from seqtag.modules.embeddings import CharCNN
+from seqtag.modules.embeddings import CharCNN, TokenEmbedder
 
 
 def padded_conv_reference(cnn: CharCNN, char_ids: torch.Tensor) -> torch.Tensor:
@@ -41,3 +41,22 @@ def test_char_cnn_token_does_not_see_its_neighbours():
 def test_char_cnn_rejects_even_kernel():
     with pytest.raises(ValueError, match="odd"):
         CharCNN(num_chars=5, kernel_size=4)
+
+
+def test_singleton_dropout_replaces_only_singletons_and_only_in_training():
+    """About half the occurrences of the marked words become UNK in training; other words never do; evaluation
+    sees every word."""
+    torch.manual_seed(0)
+    embedder = TokenEmbedder(vocab_size=10, num_chars=5, word_dim=4, char_encoder="none", singleton_dropout=0.5)
+    embedder.set_singletons([3, 7])
+    word_ids = torch.tensor([[2, 3, 7, 9]]).repeat(2000, 1)  # (B, T)
+    casing_ids = torch.ones_like(word_ids)
+    unk = embedder.words.weight[1]
+    vectors = embedder(word_ids, None, casing_ids, None)  # (B, T, 4)
+    replaced = (vectors == unk).all(-1)  # (B, T)
+    assert not replaced[:, [0, 3]].any()
+    assert 0.45 < replaced[:, 1].float().mean() < 0.55 and 0.45 < replaced[:, 2].float().mean() < 0.55
+    embedder.eval()
+    assert not (embedder(word_ids, None, casing_ids, None) == unk).all(-1).any()
+    with pytest.raises(ValueError, match="singleton_dropout"):
+        TokenEmbedder(vocab_size=10, num_chars=5, singleton_dropout=1.0)
