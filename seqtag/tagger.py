@@ -159,7 +159,7 @@ class Tagger(L.LightningModule):
         token_size = self.embedder.output_size + (self.char_lm.output_size if self.char_lm is not None else 0)
         if document_context:
             if implementation != "torch":
-                raise ValueError("document_context runs the torch cells: use implementation='torch'")
+                raise SeqtagInputError("model.document_context runs the torch cells: use implementation='torch'")
             self.encoder = DocumentEncoder(token_size, hidden_size, num_layers, cell, dropout)
         else:
             self.encoder = RNNEncoder(token_size, hidden_size, num_layers, cell, True, dropout, implementation)
