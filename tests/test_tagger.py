@@ -130,7 +130,7 @@ def test_document_context_reads_the_neighbouring_sentences():
     assert not torch.allclose(together[:2], alone[:2])  # both tokens read the next sentence backwards
     torch.testing.assert_close(swapped[:2], together[:2], atol=1e-6, rtol=0)  # reading order, not batch order
     assert model.reads_documents and model.document_option == "document_context"
-    with pytest.raises(ValueError, match="implementation='torch'"):
+    with pytest.raises(SeqtagInputError, match="implementation='torch'"):
         Tagger(LABELS, "BIOES", document_context=True, implementation="reference", **sizes)
 
 
