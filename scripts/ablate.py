@@ -25,6 +25,7 @@ VARIANTS = {
     "iob2": ("trained in IOB2 instead of BIOES", ["--data.train_scheme=IOB2"]),
     "no_document_memory": ("no document memory", ["--model.document_memory=false"]),
     "no_document_context": ("sentence BiLSTM instead of the document BiLSTM", ["--model.document_context=false"]),
+    "no_singleton_dropout": ("no singleton dropout", ["--model.singleton_dropout=0"]),
 }
 
 
