@@ -92,22 +92,33 @@ def test_label_smoothing_mixes_the_uniform_target_into_the_softmax_loss():
         Tagger(LABELS, "BIOES", head="crf", label_smoothing=0.1, **sizes)
 
 
+SIZES = dict(vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4, hidden_size=6, dropout=0.0)
+PARIS = {"word_ids": [2, 3], "char_ids": [[2, 3], [4]], "casing_ids": [3, 3], "tag_ids": [0, 1], "index": 0}
+AGAIN = {"word_ids": [4, 2, 5], "char_ids": [[5], [2, 3], [6]], "casing_ids": [3, 3, 5], "tag_ids": [0] * 3, "index": 1}
+
+
+def first_sentence_emissions(model: Tagger) -> dict[str, torch.Tensor]:
+    """Emissions (T, K) of PARIS alone, followed by AGAIN in its document, with AGAIN in another document, and with
+    AGAIN first in the batch but still after it in reading order."""
+    with torch.no_grad():
+        return {
+            "alone": model(collate([dict(PARIS, document=0)]))[0],
+            "together": model(collate([dict(PARIS, document=0), dict(AGAIN, document=0)]))[0],
+            "apart": model(collate([dict(PARIS, document=0), dict(AGAIN, document=1)]))[0],
+            "swapped": model(collate([dict(AGAIN, document=0), dict(PARIS, document=0)]))[1],
+        }
+
+
 def test_document_memory_reads_the_other_sentences_of_the_document():
     """With document_memory, a sentence's emissions depend on the other sentences of its document, and only on
     those: the same sentences in another document change nothing."""
     torch.manual_seed(0)
-    model = Tagger(LABELS, "BIOES", vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4,
-                   hidden_size=6, dropout=0.0, document_memory=True).eval()  # fmt: skip
-    paris = {"word_ids": [2, 3], "char_ids": [[2, 3], [4]], "casing_ids": [3, 3], "tag_ids": [0, 1], "index": 0}
-    again = {"word_ids": [4, 2, 5], "char_ids": [[5], [2, 3], [6]], "casing_ids": [3, 3, 5], "tag_ids": [0] * 3}
-    with torch.no_grad():
-        alone = model(collate([dict(paris, document=0)]))[0]  # (2, K)
-        together = model(collate([dict(paris, document=0), dict(again, index=1, document=0)]))[0]
-        apart = model(collate([dict(paris, document=0), dict(again, index=1, document=1)]))[0]
-    torch.testing.assert_close(apart[:2], alone, atol=1e-6, rtol=0)
-    assert not torch.allclose(together[0], alone[0])  # word 2 occurs in the other sentence
-    torch.testing.assert_close(together[1], alone[1], atol=1e-6, rtol=0)  # word 3 does not
-    batch = collate([dict(paris, document=0), dict(again, index=1, document=0)])
+    model = Tagger(LABELS, "BIOES", document_memory=True, **SIZES).eval()
+    out = first_sentence_emissions(model)
+    torch.testing.assert_close(out["apart"][:2], out["alone"], atol=1e-6, rtol=0)
+    assert not torch.allclose(out["together"][0], out["alone"][0])  # word 2 occurs in the other sentence
+    torch.testing.assert_close(out["together"][1], out["alone"][1], atol=1e-6, rtol=0)  # word 3 does not
+    batch = collate([dict(PARIS, document=0), dict(AGAIN, document=0)])
     loss = model.train().loss(model(batch), batch["tag_ids"], length_mask(batch["lengths"], 3))
     loss.backward()
     assert torch.isfinite(loss) and model.projection.weight.grad.shape == (len(LABELS), 4 * 6 + 1)
@@ -117,21 +128,15 @@ def test_document_context_reads_the_neighbouring_sentences():
     """With document_context, every token of a sentence depends on the sentences of its document, in reading
     order, and not on other documents."""
     torch.manual_seed(0)
-    sizes = dict(vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4, hidden_size=6, dropout=0.0)
-    model = Tagger(LABELS, "BIOES", document_context=True, **sizes).eval()
-    first = {"word_ids": [2, 3], "char_ids": [[2, 3], [4]], "casing_ids": [3, 3], "tag_ids": [0, 1], "index": 0}
-    second = {"word_ids": [4, 6, 5], "char_ids": [[5], [2, 3], [6]], "casing_ids": [3, 3, 5], "tag_ids": [0] * 3}
-    with torch.no_grad():
-        alone = model(collate([dict(first, document=0)]))[0]  # (2, K)
-        together = model(collate([dict(first, document=0), dict(second, index=1, document=0)]))[0]
-        apart = model(collate([dict(first, document=0), dict(second, index=1, document=1)]))[0]
-        swapped = model(collate([dict(second, index=1, document=0), dict(first, document=0)]))[1]
-    torch.testing.assert_close(apart[:2], alone, atol=1e-6, rtol=0)
-    assert not torch.allclose(together[:2], alone[:2])  # both tokens read the next sentence backwards
-    torch.testing.assert_close(swapped[:2], together[:2], atol=1e-6, rtol=0)  # reading order, not batch order
+    model = Tagger(LABELS, "BIOES", document_context=True, **SIZES).eval()
+    out = first_sentence_emissions(model)
+    torch.testing.assert_close(out["apart"][:2], out["alone"], atol=1e-6, rtol=0)
+    for t in range(2):  # both tokens read the next sentence, through the backward direction
+        assert not torch.allclose(out["together"][t], out["alone"][t])
+    torch.testing.assert_close(out["swapped"][:2], out["together"][:2], atol=1e-6, rtol=0)  # reading order
     assert model.reads_documents and model.document_option == "document_context"
     with pytest.raises(SeqtagInputError, match="implementation='torch'"):
-        Tagger(LABELS, "BIOES", document_context=True, implementation="reference", **sizes)
+        Tagger(LABELS, "BIOES", document_context=True, implementation="reference", **SIZES)
 
 
 def test_training_marks_the_vocabularys_singletons(tmp_path):
