@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
 
 from seqtag.atomic import atomic_open, atomic_write_text
 
@@ -88,7 +90,31 @@ class BestCheckpoint(ModelCheckpoint):
             self.monitor = getattr(pl_module, "monitor", None) if has_validation else None
             if self.monitor is None:
                 self.save_top_k = 1  # without validation: keep the last epoch's model as best.ckpt too
-        super().setup(trainer, pl_module, stage)
+        with warnings.catch_warnings():
+            if trainer.ckpt_path is not None:  # resuming: the folder holds this run's own checkpoints
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        moved = state_dict.get("dirpath", self.dirpath) != self.dirpath
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The dirpath has changed")  # handled below
+            super().load_state_dict(state_dict)
+        if not moved:
+            return
+        # Resumed into another folder: ModelCheckpoint forgets the best score, so the next epoch would become the
+        # best model whatever its score. The best checkpoint so far stays the one to beat, where it is (it is never
+        # deleted from there: ModelCheckpoint removes only files of its own folder).
+        kept = {path: score for path, score in state_dict.get("best_k_models", {}).items() if os.path.isfile(path)}
+        if kept:
+            self.best_k_models = kept
+            self.best_model_score = state_dict["best_model_score"]
+            self.kth_best_model_path = state_dict["kth_best_model_path"]
+            self.kth_value = state_dict["kth_value"]
+            rank_zero_info(
+                f"Checkpoints now go to {self.dirpath}; the best so far stays {self.best_model_path} "
+                f"({self.monitor} {float(self.best_model_score):.4f}) until an epoch beats it."
+            )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         vocab = getattr(pl_module, "vocab", None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning, which otherwise slows 2-thread runs by
 # orders of magnitude when another process shares a core.
@@ -21,6 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from jsonargparse import lazy_instance  # noqa: E402
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_info  # noqa: E402
 
 from seqtag.callbacks import (  # noqa: E402
     AtomicCheckpointIO,
@@ -114,6 +116,29 @@ class SeqtagCLI(LightningCLI):
         if self.subcommand == "predict":
             config = self.config[self.subcommand]
             self.trainer.callbacks.append(PredictionWriter(config.get("predict_output"), config.get("predict_format")))
+
+    def before_fit(self) -> None:
+        self._resume_in_the_checkpoints_run()
+
+    def _resume_in_the_checkpoints_run(self) -> None:
+        """``seqtag fit --ckpt_path``: W&B gives every fit a new run id, and so a new checkpoint folder
+        (``<save_dir>/<project>/<run id>/checkpoints``). A resumed fit goes on in the run and folder of its checkpoint
+        instead, where the best model and score so far are, and ``--ckpt_path last`` finds the newest ``last.ckpt``
+        of the project's runs. A run id given on the command line or in the config wins."""
+        config = self.config_init["fit"]
+        ckpt_path, logger = config.get("ckpt_path"), self.trainer.logger
+        if not ckpt_path or not isinstance(logger, WandbLogger) or logger.version is not None:
+            return
+        runs = (Path(logger.save_dir) / logger.name).resolve()
+        if ckpt_path == "last":
+            found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+            if not found:
+                return  # Lightning warns that there is no last checkpoint and trains from the start
+            ckpt_path = config.ckpt_path = str(found[-1])
+            rank_zero_info(f"Resuming from the newest last.ckpt: {ckpt_path}")
+        folder = Path(ckpt_path).resolve().parent
+        if folder.name == "checkpoints" and folder.parent.parent == runs:
+            logger.continue_run(folder.parent.name)
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback

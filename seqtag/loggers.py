@@ -64,3 +64,11 @@ class WandbLogger(_LightningWandbLogger):
                 f"W&B: no login found, logging offline under {save_dir}/wandb/. "
                 f"Upload later with: wandb sync {save_dir}/wandb/offline-run-*"
             )
+
+    def continue_run(self, run_id: str) -> None:
+        """Log into the existing run ``run_id`` instead of a new one (W&B resumes it, online or offline), so a fit
+        resumed from that run's checkpoint goes on in the same run and the same checkpoint folder
+        (``<save_dir>/<project>/<run_id>/checkpoints``). Call it before the run starts."""
+        if self._experiment is not None:
+            raise RuntimeError(f"the W&B run {self._experiment.id} has already started")
+        self._id = self._wandb_init["id"] = run_id

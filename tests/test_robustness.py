@@ -343,6 +343,56 @@ def test_run_killed_mid_training_resumes_to_the_same_weights(tmp_path):
     assert any(value is not None and value > 0 for value in scores[1].values())  # the model learned something
 
 
+def test_resumed_fit_goes_on_in_the_wandb_run_and_folder_of_its_checkpoint(tmp_path):
+    """W&B gives every fit a new run id and so a new checkpoint folder: `--ckpt_path last` must still find the last
+    checkpoint, and the resumed fit must go on in its run and folder (where the best model so far is)."""
+    train = write(tmp_path / "train.conll", conll(40, seed=1))
+    runs = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+
+    def fit(*extra: str) -> None:
+        args = [
+            sys.executable, "-m", "seqtag.cli", "fit", "--data.train", str(train), "--data.validation", str(train),
+            "--data.batch_size", "8", "--data.cache_dir", str(tmp_path / "cache"), *TINY_MODEL,
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            "--trainer.default_root_dir", str(runs), "--trainer.logger.init_args.save_dir", str(runs), *extra,
+        ]  # fmt: skip
+        result = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    fit("--trainer.max_epochs", "1")
+    (first,) = (runs / "seqtag").glob("*/checkpoints/last.ckpt")
+    steps_per_epoch = torch.load(first, weights_only=True)["global_step"]
+    fit("--trainer.max_epochs", "2", "--ckpt_path", "last")
+    folders = [path.parent.parent for path in (runs / "seqtag").glob("*/checkpoints/last.ckpt")]
+    assert folders == [first.parent.parent]
+    last = torch.load(first, weights_only=True)
+    assert last["epoch"] == 1 and last["global_step"] == 2 * steps_per_epoch  # resumed, not restarted
+    offline_runs = sorted(path.name.rsplit("-", 1)[-1] for path in (runs / "wandb").glob("offline-run-*"))
+    assert offline_runs == [folders[0].name] * 2  # the second fit logged into the first one's W&B run
+
+
+def test_resuming_into_another_folder_keeps_the_best_model_to_beat(tmp_path):
+    """A checkpoint resumed into a new folder: the best model so far stays best until an epoch beats its score."""
+    from types import SimpleNamespace
+
+    from seqtag.callbacks import BestCheckpoint
+
+    best = write(tmp_path / "old" / "best.ckpt", "")
+    score = torch.tensor(0.9)
+    state = {
+        "monitor": "val/f1", "best_model_score": score, "best_model_path": str(best), "current_score": score,
+        "dirpath": str(best.parent), "best_k_models": {str(best): score}, "kth_best_model_path": str(best),
+        "kth_value": score, "last_model_path": str(tmp_path / "old" / "last.ckpt"),
+    }  # fmt: skip
+    callback = BestCheckpoint(monitor="val/f1", dirpath=tmp_path / "new")
+    callback.load_state_dict(state)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: decision))
+    assert callback.best_model_path == str(best) and callback.best_model_score == score
+    assert not callback.check_monitor_top_k(trainer, torch.tensor(0.85))  # a worse epoch is not saved as best
+    assert callback.check_monitor_top_k(trainer, torch.tensor(0.95))
+
+
 def test_plateau_scheduler_without_validation_is_a_clear_error(tmp_path, capsys):
     path = write(tmp_path / "train.conll", conll(20))
     scheduler = "--model.lr_scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau"
