@@ -8,7 +8,8 @@
 
 ``--fit`` times a real ``seqtag fit`` in this process instead: the median training epoch after the first, data
 loading and the Lightning loop included (``--trainer.devices=N --trainer.strategy=ddp`` for DDP). ``--ddp N`` runs
-``--fit`` with 1 and with N processes and prints the speed-up.
+``--fit`` with 1 and with N processes and prints the speed-up. ``--profile N`` prints where the time of N training
+steps goes (torch.profiler: host time, kernel launches and host syncs per step, top operators).
 
 The model and data module are built from the config by ``seqtag.cli.cli_main(..., run=False)``; paths in the config
 that start with ``data/`` are resolved under ``--data-root``, and any further ``--section.key value`` arguments are
@@ -113,13 +114,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_train(model, dm, args, device: torch.device) -> tuple[float, float]:
-    """(sentences/s, tokens/s) of training steps over args.epochs epochs after args.warmup batches."""
+def training_step(model, args, device: torch.device):
+    """A function ``step(batch, i)``: forward, backward, gradient clipping (5.0) and optimizer step, as in a fit."""
     model.train()
     optimizer = model.configure_optimizers()
     if isinstance(optimizer, dict):
         optimizer = optimizer["optimizer"]
-    loader = dm.train_dataloader()
     params = [p for p in model.parameters() if p.requires_grad]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed")
 
@@ -131,6 +131,13 @@ def bench_train(model, dm, args, device: torch.device) -> tuple[float, float]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    return step
+
+
+def bench_train(model, dm, args, device: torch.device) -> tuple[float, float]:
+    """(sentences/s, tokens/s) of training steps over args.epochs epochs after args.warmup batches."""
+    step = training_step(model, args, device)
+    loader = dm.train_dataloader()
     sentences = tokens = 0
     elapsed = 0.0
     for epoch in range(args.epochs + 1):  # epoch 0 only warms up
@@ -151,6 +158,38 @@ def bench_train(model, dm, args, device: torch.device) -> tuple[float, float]:
         sentences += sum(len(b["lengths"]) for b in batches)
         tokens += sum(int(b["lengths"].sum()) for b in batches)
     return sentences / elapsed, tokens / elapsed
+
+
+def profile_train(model, dm, args, device: torch.device) -> None:
+    """Prints a torch.profiler view of ``args.profile`` training steps after ``args.warmup``: host milliseconds,
+    kernel launches, host syncs and device-busy milliseconds per step, and the operators that take most host time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = training_step(model, args, device)
+    loader = dm.train_dataloader()
+    loader.batch_sampler.set_epoch(0)
+    batches = [to_device(b, device) for b in loader][: args.warmup + args.profile]
+    for i, batch in enumerate(batches[: args.warmup]):
+        step(batch, i)
+    timed = batches[args.warmup :]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    start = time.perf_counter()
+    for i, batch in enumerate(timed):
+        step(batch, i)
+    sync(device)
+    print(f"{len(timed)} steps, not profiled: {1000 * (time.perf_counter() - start) / len(timed):.2f} ms/step")
+    with profile(activities=activities) as prof:
+        for i, batch in enumerate(timed):
+            step(batch, i)
+        sync(device)
+    events = prof.key_averages()
+    per_step = {e.key: e.count / len(timed) for e in events}
+    launches = sum(n for key, n in per_step.items() if key in ("cudaLaunchKernel", "cudaLaunchKernelExC"))
+    syncs = sum(n for key, n in per_step.items() if key in ("cudaStreamSynchronize", "cudaDeviceSynchronize"))
+    busy = sum(e.self_device_time_total for e in events if e.device_type.name == "CPU") / len(timed) / 1000
+    print(f"per step: {launches:.0f} kernel launches, {syncs:.1f} host syncs, device busy {busy:.2f} ms")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=50))
 
 
 def bench_decode(model, dm, args, device: torch.device) -> float:
@@ -262,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fit", action="store_true", help="instead: epoch time of a real `seqtag fit` in one process on --device"
     )
+    parser.add_argument(
+        "--profile", type=int, default=0, help="instead: profile this many training steps (after --warmup)"
+    )
     args, extra = parser.parse_known_args(argv)
     if args.ddp:
         return main_ddp(args, extra)
@@ -278,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         model.embedder.load_pretrained(matrix)
     model.to(device)
     torch.manual_seed(0)
+    if args.profile:
+        profile_train(model, dm, args, device)
+        return 0
 
     nan = float("nan")
     train_sps = train_tps = decode_sps = cold = warm = nan
