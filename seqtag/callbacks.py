@@ -90,13 +90,13 @@ class BestCheckpoint(ModelCheckpoint):
             self.monitor = getattr(pl_module, "monitor", None) if has_validation else None
             if self.monitor is None:
                 self.save_top_k = 1  # without validation: keep the last epoch's model as best.ckpt too
-        with warnings.catch_warnings():
-            if trainer.ckpt_path is not None:  # resuming: the folder holds this run's own checkpoints
-                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-            super().setup(trainer, pl_module, stage)
+        super().setup(trainer, pl_module, stage)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        moved = state_dict.get("dirpath", self.dirpath) != self.dirpath
+        saved_in = state_dict.get("dirpath", self.dirpath)
+        moved = saved_in != self.dirpath
+        if moved and saved_in and self.dirpath and os.path.realpath(saved_in) == os.path.realpath(self.dirpath):
+            state_dict, moved = {**state_dict, "dirpath": self.dirpath}, False  # one folder, written two ways
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The dirpath has changed")  # handled below
             super().load_state_dict(state_dict)

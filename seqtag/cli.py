@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning, which otherwise slows 2-thread runs by
 # orders of magnitude when another process shares a core.
@@ -116,6 +118,12 @@ class SeqtagCLI(LightningCLI):
         if self.subcommand == "predict":
             config = self.config[self.subcommand]
             self.trainer.callbacks.append(PredictionWriter(config.get("predict_output"), config.get("predict_format")))
+
+    def fit(self, model: Tagger, ckpt_path: str | None = None, **kwargs: Any) -> None:
+        with warnings.catch_warnings():
+            if ckpt_path:  # resuming: the checkpoint folder holds this run's own files
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            self.trainer.fit(model, ckpt_path=ckpt_path, **kwargs)
 
     def before_fit(self) -> None:
         self._resume_in_the_checkpoints_run()

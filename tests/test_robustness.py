@@ -350,7 +350,7 @@ def test_resumed_fit_goes_on_in_the_wandb_run_and_folder_of_its_checkpoint(tmp_p
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
-    def fit(*extra: str) -> None:
+    def fit(*extra: str) -> str:
         args = [
             sys.executable, "-m", "seqtag.cli", "fit", "--data.train", str(train), "--data.validation", str(train),
             "--data.batch_size", "8", "--data.cache_dir", str(tmp_path / "cache"), *TINY_MODEL,
@@ -359,11 +359,13 @@ def test_resumed_fit_goes_on_in_the_wandb_run_and_folder_of_its_checkpoint(tmp_p
         ]  # fmt: skip
         result = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
+        return result.stderr
 
     fit("--trainer.max_epochs", "1")
     (first,) = (runs / "seqtag").glob("*/checkpoints/last.ckpt")
     steps_per_epoch = torch.load(first, weights_only=True)["global_step"]
-    fit("--trainer.max_epochs", "2", "--ckpt_path", "last")
+    log = fit("--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert "exists and is not empty" not in log  # Lightning's warning about a used folder: here it is the run's own
     folders = [path.parent.parent for path in (runs / "seqtag").glob("*/checkpoints/last.ckpt")]
     assert folders == [first.parent.parent]
     last = torch.load(first, weights_only=True)
@@ -372,7 +374,7 @@ def test_resumed_fit_goes_on_in_the_wandb_run_and_folder_of_its_checkpoint(tmp_p
     assert offline_runs == [folders[0].name] * 2  # the second fit logged into the first one's W&B run
 
 
-def test_resuming_into_another_folder_keeps_the_best_model_to_beat(tmp_path):
+def test_resuming_into_another_folder_keeps_the_best_model_to_beat(tmp_path, monkeypatch):
     """A checkpoint resumed into a new folder: the best model so far stays best until an epoch beats its score."""
     from types import SimpleNamespace
 
@@ -391,6 +393,12 @@ def test_resuming_into_another_folder_keeps_the_best_model_to_beat(tmp_path):
     assert callback.best_model_path == str(best) and callback.best_model_score == score
     assert not callback.check_monitor_top_k(trainer, torch.tensor(0.85))  # a worse epoch is not saved as best
     assert callback.check_monitor_top_k(trainer, torch.tensor(0.95))
+
+    monkeypatch.chdir(tmp_path)  # the same folder, written relative: everything is restored, as in one folder
+    callback = BestCheckpoint(monitor="val/f1")
+    callback.dirpath = "old"  # as setup() resolves it from a relative logger save_dir
+    callback.load_state_dict(state)
+    assert callback.last_model_path == state["last_model_path"] and callback.best_model_score == score
 
 
 def test_plateau_scheduler_without_validation_is_a_clear_error(tmp_path, capsys):
