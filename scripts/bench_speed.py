@@ -184,11 +184,11 @@ def profile_train(model, dm, args, device: torch.device) -> None:
             step(batch, i)
         sync(device)
     events = prof.key_averages()
-    per_step = {e.key: e.count / len(timed) for e in events}
-    launches = sum(n for key, n in per_step.items() if key in ("cudaLaunchKernel", "cudaLaunchKernelExC"))
-    syncs = sum(n for key, n in per_step.items() if key in ("cudaStreamSynchronize", "cudaDeviceSynchronize"))
-    busy = sum(e.self_device_time_total for e in events if e.device_type.name == "CPU") / len(timed) / 1000
     if device.type == "cuda":  # on CPU there are no kernel launches or device syncs to count
+        per_step = {e.key: e.count / len(timed) for e in events}
+        launches = sum(n for key, n in per_step.items() if key in ("cudaLaunchKernel", "cudaLaunchKernelExC"))
+        syncs = sum(n for key, n in per_step.items() if key in ("cudaStreamSynchronize", "cudaDeviceSynchronize"))
+        busy = sum(e.self_device_time_total for e in events if e.device_type.name == "CPU") / len(timed) / 1000
         print(f"per step: {launches:.0f} kernel launches, {syncs:.1f} host syncs, device busy {busy:.2f} ms")
     print(events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=50))
 

@@ -93,10 +93,10 @@ class BestCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved_in = state_dict.get("dirpath", self.dirpath)
-        moved = saved_in != self.dirpath
-        if moved and saved_in and self.dirpath and os.path.realpath(saved_in) == os.path.realpath(self.dirpath):
-            state_dict, moved = {**state_dict, "dirpath": self.dirpath}, False  # one folder, written two ways
+        saved_in = state_dict.get("dirpath")
+        moved = bool(saved_in and self.dirpath) and os.path.realpath(saved_in) != os.path.realpath(self.dirpath)
+        if not moved:  # the same folder, perhaps written another way (relative, absolute): restore everything
+            state_dict = {**state_dict, "dirpath": self.dirpath}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The dirpath has changed")  # handled below
             super().load_state_dict(state_dict)

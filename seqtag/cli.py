@@ -120,33 +120,32 @@ class SeqtagCLI(LightningCLI):
             self.trainer.callbacks.append(PredictionWriter(config.get("predict_output"), config.get("predict_format")))
 
     def fit(self, model: Tagger, ckpt_path: str | None = None, **kwargs: Any) -> None:
+        ckpt_path = self._resume_in_the_checkpoints_run(ckpt_path)
         with warnings.catch_warnings():
             if ckpt_path:  # resuming: the checkpoint folder holds this run's own files
                 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
             self.trainer.fit(model, ckpt_path=ckpt_path, **kwargs)
 
-    def before_fit(self) -> None:
-        self._resume_in_the_checkpoints_run()
-
-    def _resume_in_the_checkpoints_run(self) -> None:
+    def _resume_in_the_checkpoints_run(self, ckpt_path: str | None) -> str | None:
         """``seqtag fit --ckpt_path``: W&B gives every fit a new run id, and so a new checkpoint folder
         (``<save_dir>/<project>/<run id>/checkpoints``). A resumed fit goes on in the run and folder of its checkpoint
         instead, where the best model and score so far are, and ``--ckpt_path last`` finds the newest ``last.ckpt``
-        of the project's runs. A run id given on the command line or in the config wins."""
-        config = self.config_init["fit"]
-        ckpt_path, logger = config.get("ckpt_path"), self.trainer.logger
+        of the project's runs. A run id given on the command line or in the config wins. Returns the path to
+        resume from."""
+        logger = self.trainer.logger
         if not ckpt_path or not isinstance(logger, WandbLogger) or logger.version is not None:
-            return
+            return ckpt_path
         runs = (Path(logger.save_dir) / logger.name).resolve()
         if ckpt_path == "last":
             found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
             if not found:
-                return  # Lightning warns that there is no last checkpoint and trains from the start
-            ckpt_path = config.ckpt_path = str(found[-1])
+                return ckpt_path  # Lightning warns that there is no last checkpoint and trains from the start
+            ckpt_path = str(found[-1])
             rank_zero_info(f"Resuming from the newest last.ckpt: {ckpt_path}")
         folder = Path(ckpt_path).resolve().parent
         if folder.name == "checkpoints" and folder.parent.parent == runs:
             logger.continue_run(folder.parent.name)
+        return ckpt_path
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback
