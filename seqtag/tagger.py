@@ -28,7 +28,7 @@ from seqtag.metrics import SpanF1, TagConfusion, TokenAccuracy
 from seqtag.modules.contextual import SPECS_KEY as CHAR_LM_KEY
 from seqtag.modules.contextual import CharLMEmbedder
 from seqtag.modules.crf import ConditionalRandomField
-from seqtag.modules.dropout import Dropout
+from seqtag.modules.dropout import Dropout, LockedDropout
 from seqtag.modules.embeddings import TokenEmbedder
 from seqtag.modules.encoder import DocumentEncoder, RNNEncoder
 from seqtag.modules.memory import DocumentMemory
@@ -76,6 +76,9 @@ class Tagger(L.LightningModule):
         num_layers: encoder layers. Default: 1
         dropout: dropout on the token representations and on the encoder output (and between layers).
             Default: 0.5
+        variational_dropout: ``dropout`` on the token representations and the encoder output draws one mask per
+            sentence, shared by its time steps (:class:`~seqtag.modules.dropout.LockedDropout`), instead of one
+            per element. Default: False
         document_memory: give each token the mean BiLSTM state of the other occurrences of its word in the same
             document (:class:`~seqtag.modules.memory.DocumentMemory`); batches then hold whole documents. Default:
             False
@@ -114,6 +117,7 @@ class Tagger(L.LightningModule):
         hidden_size: int = 200,
         num_layers: int = 1,
         dropout: float = 0.5,
+        variational_dropout: bool = False,
         document_memory: bool = False,
         document_context: bool = False,
         head: Literal["crf", "softmax"] = "crf",
@@ -163,7 +167,7 @@ class Tagger(L.LightningModule):
             self.encoder = DocumentEncoder(token_size, hidden_size, num_layers, cell, dropout)
         else:
             self.encoder = RNNEncoder(token_size, hidden_size, num_layers, cell, True, dropout, implementation)
-        self.dropout = Dropout(dropout)
+        self.dropout = LockedDropout(dropout) if variational_dropout else Dropout(dropout)
         self.memory = DocumentMemory(vocab_size) if document_memory else None
         features = self.encoder.output_size
         if self.memory is not None:

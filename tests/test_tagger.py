@@ -155,3 +155,15 @@ def test_training_marks_the_vocabularys_singletons(tmp_path):
     trainer.fit(model, datamodule=data)
     marked = {data.vocab.words[i] for i in model.embedder.singletons.nonzero().flatten().tolist()}
     assert marked == {"says", "Left", "in", "Paris"}
+
+
+def test_variational_dropout_draws_one_mask_per_sentence():
+    torch.manual_seed(0)
+    model = Tagger(LABELS, "BIOES", variational_dropout=True, **{**SIZES, "dropout": 0.5})
+    assert type(model.dropout).__name__ == "LockedDropout" and model.dropout.p == 0.5
+    b = batch()
+    emissions = model.train()(b)
+    loss = model.loss(emissions, b["tag_ids"], length_mask(b["lengths"], emissions.shape[1]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert type(Tagger(LABELS, "BIOES", **SIZES).dropout).__name__ == "Dropout"

@@ -30,3 +30,33 @@ class Dropout(nn.Dropout):
         uniform = draws.view(torch.int16)[:n].view(input.shape)  # uniform over [-32768, 32767]
         keep = uniform >= round(self.p * 65536) - 32768  # P(keep) = 1 - p, to 1/65536
         return input * keep * (1.0 / (1.0 - self.p))
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout (Gal & Ghahramani 2016): one mask per sequence, the same at every time step.
+
+    Element-wise dropout gives each time step its own mask, so an LSTM sees a feature flicker from word to word;
+    here a sequence loses the same features everywhere, which Reimers & Gurevych (2017) found the better
+    regularizer for BiLSTM-CRF taggers. Padding positions get the mask too; they are masked out downstream.
+
+    Args:
+        p: probability of zeroing a feature of a sequence. Default: 0.5
+
+    Shape:
+        input: (B, T, E);  returns: (B, T, E), same shape
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability should be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return input
+        keep = torch.empty(input.shape[0], 1, input.shape[2], device=input.device).bernoulli_(1.0 - self.p)
+        return input * (keep * (1.0 / (1.0 - self.p))).to(input.dtype)  # (B, 1, E) mask over (B, T, E)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
