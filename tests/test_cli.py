@@ -107,6 +107,25 @@ def test_predict_text_and_conll(trained, tested):
     assert report["accuracy"] == pytest.approx(test_report["accuracy"], abs=1e-6)
 
 
+def test_unknown_words_script_splits_the_test_recall(trained, tested):
+    """scripts/unknown_words.py: its three rows hold every gold entity once, and their recalls add up to the
+    recall `seqtag test` reports."""
+    tmp, _, best = trained
+    result = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "unknown_words.py", best, tmp / "test.conll"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()[2:]]
+    assert [row[0].strip() for row in rows] == ["seen in training", "pretrained vector only", "unknown (UNK)"]
+    totals = [int(row[1]) for row in rows]
+    report = json.loads((best.parent / "test_report.json").read_text())
+    assert sum(totals) == sum(t["support"] for t in report["per_type"].values())
+    found = sum(total * float(row[2]) / 100 for total, row in zip(totals, rows))
+    assert found / sum(totals) == pytest.approx(report["recall"], abs=0.002)  # recalls printed to 0.1%
+    assert totals[2] > 0  # the small training split leaves test entities with unknown words
+
+
 def test_predict_in_bfloat16_agrees_with_float32(trained):
     """`--trainer.precision=bf16-true` runs the model in bfloat16 (the CRF in float32): well-formed output whose
     tags nearly all equal the float32 ones."""
