@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from torchmetrics import MeanMetric
 
 from seqtag.callbacks import validation_runs
 from seqtag.data import schemes
@@ -178,6 +179,9 @@ class Tagger(L.LightningModule):
             constraints = schemes.allowed_transitions(self.labels, self.scheme) if self.scheme else None
             self.crf = ConditionalRandomField(len(labels), constraints)
         self.metrics = nn.ModuleDict({stage: self._make_metric() for stage in ("val", "test")})
+        # Evaluation loss per sentence (CRF) or token (softmax), weighted by batch: a metric, so that under DDP the
+        # processes' sums are added (ranks with fewer sentences would otherwise weigh as much as the others).
+        self.eval_losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         self.test_confusion: TagConfusion | None = None  # built in setup("test"), once the data's scheme is known
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Tagger:
@@ -267,8 +271,12 @@ class Tagger(L.LightningModule):
                 f"trainer.gradient_clip_val)"
             )
         batch_size = batch["lengths"].shape[0]
-        self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=stage == "train", sync_dist=stage != "train")
-        if stage != "train":
+        if stage == "train":
+            self.log("train/loss", loss, batch_size=batch_size, prog_bar=True)
+        else:
+            weight = loss.new_tensor(batch_size) if self.crf is not None else mask.sum()
+            self.eval_losses[stage].update(loss.detach(), weight)
+            self.log(f"{stage}/loss", self.eval_losses[stage], batch_size=batch_size, on_step=False, on_epoch=True)
             preds = self.decode(emissions, mask)  # (B, T)
             self.metrics[stage].update(preds, batch["tag_ids"], mask)
             if stage == "test" and self.test_confusion is not None:

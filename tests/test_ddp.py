@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -108,13 +109,16 @@ ONE_BATCH = ["--data.bucketing=sorted", "--data.eval_batch_size=256"]
 def test_ddp_test_report_equals_single_process(
     data_args: list[str], checkpoint: Path, tmp_path: Path, batches: list[str]
 ) -> None:
-    reports = {}
+    reports, losses = {}, {}
     for name, extra in [("single", []), ("ddp", DDP)]:
         ckpt = copy_checkpoint(checkpoint, tmp_path / name)
         options = [*data_args, *batches, *extra, f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={tmp_path}"]
-        run_seqtag("test", *options)
+        output = run_seqtag("test", *options).stdout
         reports[name] = json.loads((ckpt.parent / "test_report.json").read_text())
+        losses[name] = float(re.search(r"test/loss\W+([0-9.]+)", output).group(1))
     single, ddp = reports["single"], reports["ddp"]
+    # The loss is the mean over all test sentences, not the mean of the two processes' means.
+    assert losses["ddp"] == pytest.approx(losses["single"], rel=1e-5)
     # Every test token and every gold span counted exactly once in both runs.
     test_file = Path(next(a for a in data_args if a.startswith("--data.test=")).split("=", 1)[1])
     n_tokens = sum(1 for line in test_file.read_text().splitlines() if line.strip())
