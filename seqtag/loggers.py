@@ -59,6 +59,9 @@ class WandbLogger(_LightningWandbLogger):
         if group is not None:
             kwargs["group"] = group  # passed on to wandb.init: runs of one benchmark's seeds together
         super().__init__(name=name, project=project, save_dir=save_dir, offline=offline, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            # Lightning passes anonymous=None, which W&B warns about on every run (the setting is deprecated).
+            self._wandb_init.pop("anonymous", None)
         if offline and mode != "disabled":
             rank_zero_info(
                 f"W&B: no login found, logging offline under {save_dir}/wandb/. "

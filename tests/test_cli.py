@@ -219,6 +219,7 @@ def test_wandb_runs_offline_without_login(tmp_path):
     assert len(runs) == 1
     assert list(runs[0].glob("*.wandb")), "the offline run holds its event log"
     assert "wandb sync" in result.stdout + result.stderr
+    assert "anonymous" not in result.stdout + result.stderr  # no deprecation warning on every run
     checkpoints = list((tmp_path / "wb").rglob("best.ckpt"))
     assert checkpoints
 
