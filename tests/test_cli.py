@@ -198,7 +198,7 @@ def test_document_model_fits_tests_and_predicts(tmp_path, option):
 def test_print_config_shows_effective_defaults():
     result = seqtag("fit", "--config", ROOT / "configs" / "conll2003.yaml", "--print_config")
     assert "class_path: torch.optim.Adam" in result.stdout
-    assert "hidden_size: 200" in result.stdout and "patience: 8" in result.stdout
+    assert "hidden_size: 300" in result.stdout and "patience: 8" in result.stdout
     assert "seqtag.loggers.WandbLogger" in result.stdout
 
 
