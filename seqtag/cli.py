@@ -61,6 +61,8 @@ class SeqtagCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.num_chars", "model.num_chars", apply_on="instantiate")
         parser.link_arguments("data.feature_sizes", "model.feature_sizes", apply_on="instantiate")
+        # Training data without document markers turns the document options off (the model warns).
+        parser.link_arguments("data.has_documents", "model.documents_available", apply_on="instantiate")
         # Checkpointing and early stopping are configurable under `checkpoint.*` and `early_stopping.*`.
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.add_lightning_class_args(AutoEarlyStopping, "early_stopping")
@@ -88,7 +90,7 @@ class SeqtagCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand in ("test", "predict", "validate"):
-            self._char_lms_from_checkpoint(config)
+            self._options_from_checkpoint(config)
         if self.subcommand in ("test", "predict", "validate") and config.trainer.get("logger") is not None:
             # Evaluation and tagging need no new W&B run unless one is asked for on the command line.
             if not any(a.startswith("--trainer.logger") for a in self.given_args):
@@ -96,23 +98,67 @@ class SeqtagCLI(LightningCLI):
                 if isinstance(logger, dict) or hasattr(logger, "class_path"):
                     config.trainer.logger = False
 
-    @staticmethod
-    def _char_lms_from_checkpoint(config) -> None:
-        """Evaluating or tagging with a checkpoint whose tagger has character LMs: the LMs' architectures are taken
-        from the checkpoint (their weights are in its state_dict), so the LM files need not exist any more."""
+    # Data options that say how to read files: taken from the checkpoint unless given (values other than defaults).
+    READING_OPTIONS = (
+        "format",
+        "token_column",
+        "tag_column",
+        "hub_config",
+        "feature_columns",
+        "encoding",
+        "unknown_labels",
+        "eval_batch_size",
+        "eval_bucketing",
+    )
+
+    def _options_from_checkpoint(self, config) -> None:
+        """``seqtag test|validate|predict --ckpt_path X``: the checkpoint is all it takes. The model's options, the
+        vocabulary with its pretrained table, the labels and schemes come from it, never from training files
+        (which need not exist any more, and whose vocabulary would differ from new text's). The data's reading
+        options come from the checkpoint too unless given; ``--data.word_vectors`` on the command line takes the
+        vectors of words unseen in training from that file instead of the checkpoint's table."""
         ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or not os.path.isfile(ckpt_path):
+            return  # "last", "best" or a missing file: Lightning's own handling and message
+        from seqtag.data.vocab import load_checkpoint
+
+        checkpoint = load_checkpoint(ckpt_path)
+        if "hyper_parameters" not in checkpoint:
+            raise SeqtagInputError(f"{ckpt_path}: not a seqtag tagger checkpoint (no hyperparameters)")
+        saved_model = dict(checkpoint["hyper_parameters"])
         model = config.get("model")
-        if not ckpt_path or model is None or not os.path.isfile(ckpt_path):
-            return
-        if model.get("char_lm_forward") is None and model.get("char_lm_backward") is None:
-            return
-        import torch
+        if model is not None:
+            linked = {"labels", "scheme", "vocab_size", "num_chars", "feature_sizes", "documents_available"}
+            for key, value in saved_model.items():
+                if key in model and key not in linked and key not in ("optimizer", "lr_scheduler"):
+                    model[key] = value
+            # The character LMs' architectures (their weights are in the state_dict) stand in for the LM files.
+            from seqtag.modules.contextual import SPECS_KEY
 
-        from seqtag.modules.contextual import SPECS_KEY
-
-        specs = torch.load(ckpt_path, map_location="cpu", weights_only=True).get(SPECS_KEY, {})
-        for direction, spec in specs.items():
-            model[f"char_lm_{direction}"] = spec
+            for direction, spec in checkpoint.get(SPECS_KEY, {}).items():
+                model[f"char_lm_{direction}"] = spec
+        data = config.get("data")
+        if data is None:
+            return
+        saved_data = checkpoint.get("datamodule_hyper_parameters", {})
+        defaults = self._subcommand_parsers[self.subcommand].get_defaults().get("data", {})
+        for key in self.READING_OPTIONS:
+            if key in saved_data and key in data and data[key] == defaults.get(key):
+                data[key] = saved_data[key]
+        if self.subcommand == "test" and data.get("test") is None:
+            data["test"] = saved_data.get("test")
+        if self.subcommand == "validate" and data.get("validation") is None:
+            data["validation"] = saved_data.get("validation")
+            data["validation_from_train"] = saved_data.get("validation_from_train", 0.0)
+            if data["validation"] is None and data["validation_from_train"]:
+                data["train"] = saved_data.get("train")  # the held-out part of train is the validation split
+        elif data.get("train") is not None:
+            data["train"] = None
+        data["vocab"] = ckpt_path
+        if not any(a.startswith("--data.word_vectors") for a in self.given_args):
+            data["word_vectors"] = None
+        if data.get("batch_by_document") is None and "batch_by_document" in saved_data:
+            data["batch_by_document"] = saved_data["batch_by_document"]
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand == "predict":
@@ -146,6 +192,13 @@ class SeqtagCLI(LightningCLI):
         if folder.name == "checkpoints" and folder.parent.parent == runs:
             logger.continue_run(folder.parent.name)
         return ckpt_path
+
+    def before_fit(self) -> None:
+        # What was read, before the first epoch: a wrong column, scheme or path shows here, not after hours.
+        if self.trainer.is_global_zero:
+            from seqtag.data.summary import describe
+
+            print(describe(self.datamodule), flush=True)
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback

@@ -18,12 +18,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
 from seqtag.callbacks import validation_runs
 from seqtag.data import schemes
-from seqtag.data.vocab import Vocab
+from seqtag.data.vocab import CHECKPOINT_KEY as VOCAB_KEY
+from seqtag.data.vocab import PRETRAINED_KEY, Vocab, load_checkpoint
 from seqtag.errors import NonFiniteLossError, SeqtagInputError
 from seqtag.metrics import SpanF1, TagConfusion, TokenAccuracy
 from seqtag.modules.contextual import SPECS_KEY as CHAR_LM_KEY
@@ -33,8 +35,6 @@ from seqtag.modules.dropout import Dropout, LockedDropout
 from seqtag.modules.embeddings import TokenEmbedder
 from seqtag.modules.encoder import DocumentEncoder, RNNEncoder
 from seqtag.modules.memory import DocumentMemory
-
-VOCAB_KEY = "seqtag_vocab"
 
 
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -87,6 +87,10 @@ class Tagger(L.LightningModule):
             (:class:`~seqtag.modules.encoder.DocumentEncoder`), so a sentence is encoded in the context of its
             neighbours; batches then hold whole documents. ``cell`` LSTM, GRU or RNN; ``implementation`` torch.
             Default: False
+        documents_available: whether the training data marks documents (linked from the data's
+            ``has_documents``). When it does not, ``document_memory`` and ``document_context`` are turned off with
+            a warning, and the hyperparameters record them off, so a checkpoint reloads to the model as built.
+            Default: True
         head: ``crf`` (transitions constrained by the scheme) or ``softmax``. Default: ``crf``
         label_smoothing: softmax head only: the cross-entropy's target puts this much probability mass evenly on all
             tags (Szegedy et al. 2016), which keeps the model from growing over-confident. Default: 0.0
@@ -121,6 +125,7 @@ class Tagger(L.LightningModule):
         variational_dropout: bool = False,
         document_memory: bool = False,
         document_context: bool = False,
+        documents_available: bool = True,
         head: Literal["crf", "softmax"] = "crf",
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -138,6 +143,17 @@ class Tagger(L.LightningModule):
             raise SeqtagInputError(f"label_smoothing should be in [0, 1), got {label_smoothing}")
         if label_smoothing and head != "softmax":
             raise SeqtagInputError(f"label_smoothing applies to the softmax head, not to head={head!r}")
+        if not documents_available and (document_memory or document_context):
+            asked = {"document_memory": document_memory, "document_context": document_context}
+            options = " and ".join(f"model.{name}" for name, on in asked.items() if on)
+            rank_zero_warn(
+                f"{options} turned off: the training data marks no documents (no -DOCSTART- lines, '# newdoc' "
+                f"comments or document field), so each sentence would be a document of its own or the whole file "
+                f"one, its unrelated texts read as one text; the model reads each sentence alone"
+            )
+            document_memory = document_context = False
+            # The checkpoint's hyperparameters then describe the model as built.
+            self.hparams.update(document_memory=False, document_context=False)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.labels = list(labels)
@@ -352,6 +368,9 @@ class Tagger(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             self.vocab = datamodule.vocab
+            table = datamodule.pretrained_table()
+            if table is not None:
+                self.embedder.set_pretrained_table(table[1])
         data_scheme = self.vocab.data_scheme if self.vocab is not None else self.scheme
         for metric in self.metrics.values():
             if isinstance(metric, SpanF1) and data_scheme:
@@ -382,6 +401,9 @@ class Tagger(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.vocab is not None:
             checkpoint[VOCAB_KEY] = self.vocab.to_dict()
+            table = self.embedder.pretrained_table
+            if table is not None and self.vocab.pretrained_words:
+                checkpoint[PRETRAINED_KEY] = {"words": list(self.vocab.pretrained_words), "vectors": table.cpu()}
         if self.char_lm is not None:
             checkpoint[CHAR_LM_KEY] = self.char_lm.specs()
 
@@ -403,17 +425,29 @@ class Tagger(L.LightningModule):
                     f"and {tuple(own[name].shape)} here; hyperparameters that differ (checkpoint, now): {differ} (use "
                     f"the training's data and model options, or data.vocab=<the vocab.json beside the checkpoint>)"
                 )
-        if VOCAB_KEY in checkpoint:
-            self.vocab = Vocab.from_dict(checkpoint[VOCAB_KEY])
+        if VOCAB_KEY in checkpoint and self.vocab is None:
+            self.vocab = Vocab.from_checkpoint(checkpoint)
+        table = checkpoint.get(PRETRAINED_KEY)
+        if table and self.embedder.pretrained_table is None:
+            self.embedder.set_pretrained_table(table["vectors"])
 
     # ------------------------------------------------------------------------------------------- tagging API
     @classmethod
-    def load(cls, checkpoint_path: str | Path, map_location: str | torch.device = "cpu") -> Tagger:
-        """A trained tagger from a checkpoint, loaded without unpickling code (``weights_only=True``)."""
+    def load(
+        cls,
+        checkpoint_path: str | Path,
+        map_location: str | torch.device = "cpu",
+        word_vectors: str | Path | None = None,
+        keep_vectors: int = 400_000,
+    ) -> Tagger:
+        """A trained tagger from a checkpoint, loaded without unpickling code (``weights_only=True``).
+
+        Words unseen in training are tagged with the pretrained vectors the checkpoint keeps (see
+        ``data.keep_vectors``). ``word_vectors``: a vectors file to take them from instead (the first
+        ``keep_vectors`` words), e.g. for a checkpoint trained with ``keep_vectors: 0``.
+        """
         path = Path(checkpoint_path)
-        if not path.is_file():
-            raise SeqtagInputError(f"{path}: checkpoint not found")
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = load_checkpoint(path)
         hparams = dict(checkpoint["hyper_parameters"])
         for key in ("optimizer", "lr_scheduler", "_instantiator", "_class_path"):
             hparams.pop(key, None)
@@ -423,12 +457,29 @@ class Tagger(L.LightningModule):
         model = cls(**hparams)
         model.load_state_dict(checkpoint["state_dict"])
         model.on_load_checkpoint(checkpoint)
+        model.to(map_location)
+        if word_vectors is not None and model.vocab is not None:
+            model.use_vectors_file(word_vectors, keep_vectors)
         if model.vocab is None:
             vocab_file = path.parent / "vocab.json"
             if not vocab_file.exists():
                 raise SeqtagInputError(f"{path}: the checkpoint holds no vocabulary and {vocab_file} is missing")
             model.vocab = Vocab.load(vocab_file)
         return model.eval()
+
+    def use_vectors_file(self, path: str | Path, keep_vectors: int = 400_000) -> None:
+        """Takes the pretrained vectors of words outside the vocabulary from a vectors file (its first
+        ``keep_vectors`` words) instead of the table the checkpoint keeps; 0 drops the table (such words are UNK)."""
+        from seqtag.data.vectors import load_table_cached
+
+        if not keep_vectors:
+            self.vocab.attach_pretrained([])
+            self.embedder.set_pretrained_table(None)
+            return
+        words, matrix = load_table_cached(path, keep_vectors)
+        keep = [j for j, w in enumerate(words) if w not in self.vocab.word_index]
+        self.vocab.attach_pretrained([words[j] for j in keep])
+        self.embedder.set_pretrained_table(torch.from_numpy(matrix[keep]))
 
     @torch.inference_mode()
     def tag(

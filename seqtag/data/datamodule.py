@@ -21,8 +21,8 @@ from seqtag.data import schemes
 from seqtag.data.packed import PackedSplit, passthrough
 from seqtag.data.readers import count_columns, read_dataset, sniff_predict_format
 from seqtag.data.sampler import BucketBatchSampler, document_batches
-from seqtag.data.vectors import embedding_matrix, load_vectors_cached
-from seqtag.data.vocab import Vocab
+from seqtag.data.vectors import embedding_matrix, load_table_cached, load_vectors_cached
+from seqtag.data.vocab import PRETRAINED_KEY, Vocab, load_checkpoint
 from seqtag.errors import SeqtagInputError
 
 Split = Literal["train", "validation", "test", "predict"]
@@ -100,9 +100,15 @@ class TaggingDataModule(L.LightningDataModule):
         lowercase: look words up lowercased (pair with ``model.casing_dim``). Default: False
         zero_digits: replace digits by 0 before lookup. Default: False
         min_count: training words seen fewer times become UNK. Default: 1
-        word_vectors: a GloVe/word2vec/fastText text file (``.gz`` too). Words of any split with a vector join the
-            vocabulary so they keep it. Default: None
-        vocab: a ``vocab.json`` saved with a model, used instead of building one from ``train``. Default: None
+        word_vectors: a GloVe/word2vec/fastText text file (``.gz`` too). Training words with a vector start from it;
+            the first ``keep_vectors`` words of the file are kept with the model as a fixed table, so that words
+            unseen in training (in dev, test and any text tagged later) keep their vector. With ``vocab`` (tagging
+            with a trained model), the table comes from this file instead of the checkpoint. Default: None
+        keep_vectors: how many words of ``word_vectors`` (the file's first, which are its most frequent) the model
+            keeps for words unseen in training; 0 keeps none (they are UNK). Each costs ``dim`` floats in every
+            checkpoint (GloVe 6B 50d: 400,000 words, 80 MB). Default: 400000
+        vocab: a ``vocab.json`` saved with a model, or a checkpoint (``.ckpt``), used instead of building one from
+            ``train``. Default: None
         validation_from_train: when > 0, the last fraction of ``train`` sentences becomes the validation split
             (for data without a dev set). Default: 0.0
         batch_size: training sentences per batch. Default: 32
@@ -143,6 +149,7 @@ class TaggingDataModule(L.LightningDataModule):
         zero_digits: bool = False,
         min_count: int = 1,
         word_vectors: str | None = None,
+        keep_vectors: int = 400_000,
         vocab: str | None = None,
         validation_from_train: float = 0.0,
         batch_size: int = 32,
@@ -173,11 +180,33 @@ class TaggingDataModule(L.LightningDataModule):
         self._encoded: dict[str, datasets.Dataset] = {}
         self._packed: dict[str, tuple[datasets.Dataset, PackedSplit]] = {}  # keyed by the encoded split it packs
         self._pretrained: torch.Tensor | None = None
+        self._table: tuple[list[str], torch.Tensor] | None = None
+        if keep_vectors < 0:
+            raise SeqtagInputError(f"keep_vectors should be >= 0, got {keep_vectors}")
         if vocab is not None:
             self.vocab = Vocab.load(vocab)
             self.data_scheme = self.vocab.data_scheme
+            if str(vocab).endswith(".ckpt") and self.vocab.pretrained_words:
+                table = load_checkpoint(vocab)[PRETRAINED_KEY]
+                self._table = (list(table["words"]), table["vectors"])
         else:
             self.vocab = self._build_vocab()
+        if word_vectors and keep_vectors:
+            self._table = self._read_table()
+        if self._table is not None:
+            self.vocab.attach_pretrained(self._table[0])
+
+    def _read_table(self) -> tuple[list[str], torch.Tensor]:
+        """The vectors file's first ``keep_vectors`` words that are not in the vocabulary, and their vectors."""
+        words, matrix = load_table_cached(self.hparams.word_vectors, self.hparams.keep_vectors)
+        index = self.vocab.word_index
+        keep = [j for j, w in enumerate(words) if w not in index]
+        return [words[j] for j in keep], torch.from_numpy(matrix[keep])
+
+    def pretrained_table(self) -> tuple[list[str], torch.Tensor] | None:
+        """(words, (P, dim) vectors) of the pretrained words outside the vocabulary (ids ``vocab_size`` on), or
+        None."""
+        return self._table
 
     # ----------------------------------------------------------------------------------------------- reading
     def _read(self, split: Split) -> datasets.Dataset:
@@ -250,11 +279,11 @@ class TaggingDataModule(L.LightningDataModule):
             labels = schemes.labels_for_scheme(types, train_scheme)
         extra: set[str] = set()
         if hp.word_vectors:
+            # The vocabulary comes from the training split alone, whatever other splits are given: words of dev, test
+            # and new text find their vector in the pretrained table (`keep_vectors`), so a model tags text it has
+            # never seen exactly as it tags its dev and test sets.
             probe = Vocab([], [], [], lowercase=hp.lowercase, zero_digits=hp.zero_digits)
             candidates = {probe.normalize(t) for tokens in train["tokens"] for t in tokens}
-            for split in ("validation", "test", "predict"):
-                if getattr(hp, split) is not None:
-                    candidates |= {probe.normalize(t) for tokens in self._read(split)["tokens"] for t in tokens}
             vectors, dim = load_vectors_cached(hp.word_vectors, candidates)
             extra = {w for w in candidates if w in vectors or w.lower() in vectors}
             self._vectors, self.word_vectors_dim = vectors, dim
@@ -299,6 +328,23 @@ class TaggingDataModule(L.LightningDataModule):
     def feature_sizes(self) -> list[int]:
         """The number of values (with PAD and UNK) of each feature column; empty without feature columns."""
         return [len(values) for values in self.vocab.features]
+
+    @property
+    def has_documents(self) -> bool:
+        """Whether the training data marks documents (``-DOCSTART-`` lines, ``# newdoc`` comments, a ``document``
+        field): False when every training sentence is a document of its own or the whole split is one, where a
+        model reading documents would read unrelated sentences as one text. True without training data (a saved
+        vocabulary: the checkpoint's options decide)."""
+        if self.hparams.train is None:
+            return True
+        documents = self._read("train")["document"]
+        return 1 < len(set(documents)) < len(documents)
+
+    @property
+    def training_vectors(self) -> dict | None:
+        """The pretrained vectors (word → array) of the training words, read from ``word_vectors`` while the
+        vocabulary was built; None without ``word_vectors`` or with a saved vocabulary."""
+        return getattr(self, "_vectors", None)
 
     def pretrained_embeddings(self) -> torch.Tensor | None:
         """(V, E) float rows for the word vocabulary from ``word_vectors``, or None."""
@@ -403,7 +449,8 @@ class TaggingDataModule(L.LightningDataModule):
 
     def _fingerprint(self, raw: datasets.Dataset, split: str) -> str:
         state = json.dumps([raw._fingerprint, split, self.data_scheme, self.vocab.to_dict()], sort_keys=True)
-        return hashlib.sha256(state.encode()).hexdigest()[:32]
+        table = "\n".join(self.vocab.pretrained_words)
+        return hashlib.sha256(state.encode() + table.encode()).hexdigest()[:32]
 
     def setup(self, stage: str | None = None) -> None:
         needed = {

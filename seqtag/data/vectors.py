@@ -25,13 +25,16 @@ def _cache_dir() -> Path:
     return Path(root) / "vectors"
 
 
-def read_vectors(path: str | Path, wanted: Iterable[str] | None = None) -> tuple[dict[str, np.ndarray], int]:
+def read_vectors(
+    path: str | Path, wanted: Iterable[str] | None = None, limit: int | None = None
+) -> tuple[dict[str, np.ndarray], int]:
     """Reads word vectors from a text file.
 
     Args:
         path: GloVe / word2vec / fastText text file, ``.gz`` accepted.
         wanted: words to keep; a word is also kept when only its lowercased form is wanted, so cased vectors
             serve a lowercased vocabulary. None keeps all. Default: None
+        limit: stop after this many vectors of the file (vector files list frequent words first). Default: None
 
     Returns:
         (word → float32 vector, dimension). When a file holds a word twice, the first wins.
@@ -68,6 +71,8 @@ def read_vectors(path: str | Path, wanted: Iterable[str] | None = None) -> tuple
             if values.shape[0] != dim:
                 raise DataFormatError(path, lineno, f"expected {dim} values, got {values.shape[0]}", line[:80])
             vectors[key] = values
+            if limit is not None and len(vectors) >= limit:
+                break
     if dim is None:
         raise DataFormatError(path, None, "no vectors found")
     return vectors, dim
@@ -113,3 +118,25 @@ def embedding_matrix(words: list[str], vectors: dict[str, np.ndarray], dim: int,
             matrix[i] = vector
     matrix[0] = 0.0
     return matrix
+
+
+def load_table_cached(path: str | Path, limit: int) -> tuple[list[str], np.ndarray]:
+    """The first ``limit`` vectors of a file as (words, (P, dim) float32 matrix), cached like
+    :func:`load_vectors_cached`: the pretrained table a model keeps for words unseen in training."""
+    path = Path(path)
+    if not path.is_file():
+        raise SeqtagInputError(f"{path}: word vector file not found")
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:table:{limit}".encode()).hexdigest()[:24]
+    cache = _cache_dir() / f"{key}.npz"
+    if cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        return data["words"].tolist(), data["matrix"]
+    vectors, dim = read_vectors(path, None, limit)
+    words = list(vectors)
+    matrix = np.stack([vectors[w] for w in words]) if words else np.zeros((0, dim), np.float32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, words=np.array(words, dtype=str), matrix=matrix)
+    os.replace(tmp, cache)
+    return words, matrix

@@ -16,6 +16,9 @@ from pathlib import Path
 from seqtag.atomic import atomic_write_text
 from seqtag.errors import SeqtagInputError
 
+# Where a checkpoint keeps the vocabulary (plain data) and the pretrained table ({"words": [...], "vectors": (P, E)}).
+CHECKPOINT_KEY = "seqtag_vocab"
+PRETRAINED_KEY = "seqtag_pretrained"
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 # Characters of a token beyond this are not fed to the character encoder (URLs, runs of dashes): they cost memory
@@ -76,6 +79,33 @@ class Vocab:
         self.char_index = {c: i for i, c in enumerate(self.chars)}
         self.label_index = {t: i for i, t in enumerate(self.labels)}
         self.feature_index = [{v: i for i, v in enumerate(values)} for values in self.features]
+        # Words of a pretrained vector table kept with the model (see :meth:`attach_pretrained`); not a field, so not
+        # in vocab.json: the table travels in the checkpoint.
+        self.pretrained_words: list[str] = []
+        self.pretrained_index: dict[str, int] = {}
+
+    def attach_pretrained(self, words: Sequence[str]) -> None:
+        """Words outside the vocabulary that have a pretrained vector: word ``j`` gets id ``len(words) + j``, so a
+        word unseen in training is tagged with its pretrained vector instead of UNK (the model's
+        ``TokenEmbedder.set_pretrained_table`` holds the matching rows). Lookup tries the normalized word, then its
+        lowercased form."""
+        self.pretrained_words = list(words)
+        offset = len(self.words)
+        self.pretrained_index = {w: offset + j for j, w in enumerate(self.pretrained_words)}
+
+    def word_id(self, token: str) -> int:
+        """The id of a token: its vocabulary entry, else its pretrained vector's row, else UNK."""
+        word = self.normalize(token)
+        found = self.word_index.get(word)
+        if found is not None:
+            return found
+        if self.pretrained_index:
+            found = self.pretrained_index.get(word)
+            if found is None:
+                found = self.pretrained_index.get(word.lower())
+            if found is not None:
+                return found
+        return UNK_ID
 
     @classmethod
     def build(
@@ -139,11 +169,16 @@ class Vocab:
         """Ids of one sentence.
 
         Returns:
-            ``word_ids`` (T,), ``char_ids`` (T, ≤64) ragged, ``casing_ids`` (T,).
+            ``word_ids`` (T,) (ids from ``len(words)`` on are rows of the pretrained table), ``char_ids`` (T, ≤64)
+            ragged, ``casing_ids`` (T,).
         """
         word_index, char_index = self.word_index, self.char_index
         return {
-            "word_ids": [word_index.get(self.normalize(t), UNK_ID) for t in tokens],
+            "word_ids": (
+                [self.word_id(t) for t in tokens]
+                if self.pretrained_index
+                else [word_index.get(self.normalize(t), UNK_ID) for t in tokens]
+            ),
             "char_ids": [[char_index.get(c, UNK_ID) for c in t[:MAX_CHARS_PER_TOKEN]] for t in tokens],
             "casing_ids": [casing(t) for t in tokens],
         }
@@ -188,11 +223,40 @@ class Vocab:
         atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
+    def from_checkpoint(cls, checkpoint: dict, where: str | Path = "the checkpoint") -> Vocab:
+        """The vocabulary a checkpoint holds, with the words of its pretrained table attached."""
+        if CHECKPOINT_KEY not in checkpoint:
+            raise SeqtagInputError(f"{where}: holds no seqtag vocabulary (not a seqtag tagger checkpoint?)")
+        vocab = cls.from_dict(checkpoint[CHECKPOINT_KEY])
+        table = checkpoint.get(PRETRAINED_KEY)
+        if table:
+            vocab.attach_pretrained(table["words"])
+        return vocab
+
+    @classmethod
     def load(cls, path: str | Path) -> Vocab:
+        """A vocabulary from a ``vocab.json``, or from a checkpoint (``.ckpt``) with the words of its pretrained
+        table attached."""
         path = Path(path)
         if not path.exists():
             raise SeqtagInputError(f"{path}: vocabulary file not found")
+        if path.suffix == ".ckpt":
+            return cls.from_checkpoint(load_checkpoint(path), path)
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, TypeError) as err:
             raise SeqtagInputError(f"{path}: not a seqtag vocabulary file: {err}") from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's contents, loaded without unpickling code (``weights_only=True``)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise SeqtagInputError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for files that are not checkpoints
+        raise SeqtagInputError(f"{path}: not a readable seqtag checkpoint: {err}") from None
+

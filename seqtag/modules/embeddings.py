@@ -171,6 +171,9 @@ class TokenEmbedder(nn.Module):
         self.singleton_dropout = singleton_dropout
         # (V,) True for words seen once in training; set from the vocabulary when training starts, not saved.
         self.register_buffer("singletons", torch.zeros(vocab_size, dtype=torch.bool), persistent=False)
+        # (P, word_dim) pretrained vectors of words outside the vocabulary (ids V .. V + P - 1): a fixed table, kept
+        # with the model by the Tagger's checkpoint hooks, so words unseen in training keep their vector when tagging.
+        self.register_buffer("pretrained_table", None, persistent=False)
         self.output_size = (
             word_dim
             + (self.chars.output_size if self.chars else 0)
@@ -189,11 +192,32 @@ class TokenEmbedder(nn.Module):
         with torch.no_grad():
             self.words.weight.copy_(matrix)
 
+    def set_pretrained_table(self, matrix: torch.Tensor | None) -> None:
+        """Sets (or, with None, removes) the fixed (P, word_dim) vectors for word ids ``V .. V + P - 1``."""
+        if matrix is not None and (matrix.dim() != 2 or matrix.shape[1] != self.words.embedding_dim):
+            raise ValueError(
+                f"pretrained vectors have {tuple(matrix.shape)[1:]} values per word, the model's word vectors "
+                f"{self.words.embedding_dim}"
+            )
+        device = self.words.weight.device
+        self.pretrained_table = None if matrix is None else matrix.detach().to(device, torch.float32)
+
     def set_singletons(self, word_ids: Sequence[int]) -> None:
         """Marks the words seen once in the training data, which ``singleton_dropout`` replaces by UNK."""
         singletons = torch.zeros_like(self.singletons)
         singletons[torch.as_tensor(list(word_ids), dtype=torch.long, device=singletons.device)] = True
         self.singletons = singletons
+
+    def _word_vectors(self, word_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids → (B, T, word_dim): the trained embedding below V, the fixed pretrained table from V on."""
+        if self.pretrained_table is None:
+            return self.words(word_ids)
+        size = self.words.num_embeddings
+        inside = word_ids < size  # (B, T); no host sync: both lookups always run
+        trained = self.words(word_ids.masked_fill(~inside, 1))
+        table = self.pretrained_table.to(trained.dtype)
+        fixed = nn.functional.embedding((word_ids - size).clamp(min=0, max=table.shape[0] - 1), table)
+        return torch.where(inside[..., None], trained, fixed)
 
     def forward(
         self,
@@ -208,11 +232,11 @@ class TokenEmbedder(nn.Module):
             word_ids = word_ids.masked_fill(drop if mask is None else drop & mask, 1)  # 1 = UNK
         if self.training and self.singleton_dropout > 0:
             # Words unknown at test time are mostly rare names: UNK learns from the rare words of training.
-            drop = self.singletons[word_ids] & (
+            drop = self.singletons[word_ids.clamp(max=self.singletons.shape[0] - 1)] & (
                 torch.rand(word_ids.shape, device=word_ids.device) < self.singleton_dropout
             )
             word_ids = word_ids.masked_fill(drop, 1)  # padding (id 0) is never a singleton
-        parts = [self.words(word_ids)]  # (B, T, word_dim)
+        parts = [self._word_vectors(word_ids)]  # (B, T, word_dim)
         if self.chars is not None and mask is None:
             parts.append(self.chars(char_ids.flatten(0, 1)).unflatten(0, word_ids.shape))  # (B, T, F)
         elif self.chars is not None:

@@ -47,7 +47,8 @@ class DocumentMemory(nn.Module):
         known = word_ids > UNK_ID  # (B, T)
         if mask is not None:
             known = known & mask
-        keys = (documents[:, None] * self.vocab_size + word_ids)[known]  # (N,)
+        # Word ids may pass V (rows of a pretrained table kept for words unseen in training): 2**32 separates documents.
+        keys = (documents[:, None] * 2**32 + word_ids)[known]  # (N,)
         own = states[known]  # (N, D)
         _, group, counts = torch.unique(keys, return_inverse=True, return_counts=True)  # (N,), (G,)
         sums = own.new_zeros(counts.shape[0], size).index_add_(0, group, own)  # (G, D)

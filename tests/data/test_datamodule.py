@@ -80,13 +80,17 @@ def test_pos_labels_have_no_scheme(tmp_path):
     assert dm.scheme is None and dm.labels == ["DET", "NOUN", "VERB"]
 
 
-def test_pretrained_vectors_add_dev_words_and_fill_rows(tmp_path):
+def test_pretrained_vectors_fill_rows_and_keep_a_table_for_unseen_words(tmp_path):
     vectors = tmp_path / "glove.txt.gz"
     with gzip.open(vectors, "wt") as f:
         f.write("eu 1 0 0\nparis 0 1 0\nsays 0 0 1\nunused 1 1 1\n")
     dm = make_dm(tmp_path, word_vectors=str(vectors), lowercase=True)
-    assert "says" in dm.vocab.word_index  # a dev word with a vector keeps it
-    assert "unused" not in dm.vocab.word_index
+    # The vocabulary is the training words': a dev word ("says") is found in the pretrained table instead.
+    assert "says" not in dm.vocab.word_index and "unused" not in dm.vocab.word_index
+    words, table = dm.pretrained_table()
+    assert words == ["says", "unused"] and table.tolist() == [[0.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+    assert dm.vocab.encode_tokens(["Says", "nothing"])["word_ids"] == [dm.vocab_size, 1]
+    assert TaggingDataModule(**{**dm.hparams, "keep_vectors": 0}).pretrained_table() is None
     matrix = dm.pretrained_embeddings()
     assert matrix.shape == (dm.vocab_size, 3)
     assert matrix[dm.vocab.word_index["paris"]].tolist() == [0.0, 1.0, 0.0]
