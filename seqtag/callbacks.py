@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 from seqtag.atomic import atomic_open, atomic_write_text
+from seqtag.errors import SeqtagInputError
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -66,6 +68,7 @@ class BestCheckpoint(ModelCheckpoint):
             **kwargs,
         )
         self._auto = monitor == "auto"
+        self._stage: str | None = None  # set by setup(), which Lightning calls before it restores a checkpoint
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -85,6 +88,7 @@ class BestCheckpoint(ModelCheckpoint):
                 self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._stage = stage
         if self._auto:
             has_validation = validation_runs(trainer)
             self.monitor = getattr(pl_module, "monitor", None) if has_validation else None
@@ -111,6 +115,7 @@ class BestCheckpoint(ModelCheckpoint):
             self.best_model_score = state_dict["best_model_score"]
             self.kth_best_model_path = state_dict["kth_best_model_path"]
             self.kth_value = state_dict["kth_value"]
+        if kept and self._stage in (None, "fit"):  # test and predict read the checkpoint's weights only: no news
             rank_zero_info(
                 f"Checkpoints now go to {self.dirpath}; the best so far stays {self.best_model_path} "
                 f"({self.monitor} {float(self.best_model_score):.4f}) until an epoch beats it."
@@ -144,6 +149,74 @@ class AutoEarlyStopping(EarlyStopping):
                 self.min_delta = -abs(self.min_delta)
                 self.best_score = torch.tensor(torch.inf)
         super().setup(trainer, pl_module, stage)
+
+
+class EpochSummary(Callback):
+    """One line per epoch, for fits without a progress bar (scripts, logs): the epoch, the mean training loss, the
+    validation loss and the metric the checkpoint watches (``*`` marks a new best), and the epoch's time; the best
+    epoch when the fit ends. ``seqtag fit`` adds it when ``trainer.enable_progress_bar`` is false.
+
+    Printed (by global rank 0)::
+
+        epoch 3/8: train/loss 4.2163, val/loss 3.1140, val/f1 0.8512 *, 2.1 s
+        best epoch: 7 of 8, val/f1 0.9215
+    """
+
+    def __init__(self) -> None:
+        self._loss_sum: torch.Tensor | None = None  # summed on the device: no synchronization per step
+        self._batches = 0
+        self._started = 0.0
+        self._best: tuple[float, int] | None = None  # (score, epoch)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._best = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._loss_sum, self._batches, self._started = None, 0, time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach().float()
+            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+            self._batches += 1
+
+    @staticmethod
+    def _watched(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[str | None, str]:
+        """The metric the best model is chosen by, and whether higher (``max``) or lower (``min``) is better."""
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor:
+            return checkpoint.monitor, checkpoint.mode
+        return getattr(pl_module, "monitor", None), getattr(pl_module, "monitor_mode", "max")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        epoch = trainer.current_epoch + 1
+        of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        parts = [f"epoch {epoch}{of}:"]
+        if self._loss_sum is not None:
+            parts.append(f"train/loss {float(self._loss_sum) / self._batches:.4f},")
+        metrics = trainer.callback_metrics
+        monitor, mode = self._watched(trainer, pl_module)
+        if "val/loss" in metrics and monitor != "val/loss":
+            parts.append(f"val/loss {float(metrics['val/loss']):.4f},")
+        if monitor in metrics:
+            score = float(metrics[monitor])
+            better = self._best is None or (score > self._best[0] if mode == "max" else score < self._best[0])
+            if better:
+                self._best = (score, epoch)
+            parts.append(f"{monitor} {score:.4f}{' *' if better else ''},")
+        parts.append(f"{time.perf_counter() - self._started:.1f} s")
+        rank_zero_info(" ".join(parts))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self._best is not None:
+            monitor, _ = self._watched(trainer, pl_module)
+            score, epoch = self._best
+            rank_zero_info(f"best epoch: {epoch} of {trainer.current_epoch}, {monitor} {score:.4f}")
 
 
 class RandomStateCheckpoint(Callback):
@@ -243,31 +316,58 @@ def run_conventions() -> dict[str, Any]:
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes the predicted tags of ``seqtag predict`` to a file, atomically, in the input's order.
+    """Writes the predictions of ``seqtag predict`` to a file, atomically, in the input's order.
 
     Args:
         output: the file to write. Default: ``<default_root_dir>/predictions/<input name>.pred.<format>``
         format: ``conll`` (token, the feature columns the model reads, the gold tag when the input has one, the
             predicted tag; a blank line between sentences — an input with gold tags gives a file ``seqtag score``
-            reads) or ``jsonl`` (``{"tokens": [...], "tags": [...]}`` per line, with ``"features"``, one list per
-            feature column, for a model that reads them). Default: ``conll``
+            reads) or ``jsonl`` (one record per sentence, see :mod:`seqtag.records`: ``tokens`` with character
+            offsets into their line, ``tags``, ``spans`` with their confidence, ``n_best`` and ``marginals`` when
+            asked for; ``line`` for raw text, ``features`` and ``gold_tags`` when the input has them). Default: the
+            output's extension when it is ``.jsonl``, else ``conll``
+        n_best: the k most probable tag sequences of each sentence, with their probabilities (``jsonl``). Default: 0
+        marginals: each token's tag probabilities (``jsonl``). Default: False
     """
 
-    def __init__(self, output: str | None = None, format: Literal["conll", "jsonl"] = "conll") -> None:
+    def __init__(
+        self,
+        output: str | None = None,
+        format: Literal["conll", "jsonl"] | None = None,
+        n_best: int = 0,
+        marginals: bool = False,
+    ) -> None:
         super().__init__(write_interval="epoch")
         self.output = output
+        if format is None:
+            format = "jsonl" if output and output.endswith((".jsonl", ".json")) else "conll"
+        if format not in ("conll", "jsonl"):
+            raise SeqtagInputError(f"predict_format should be 'conll' or 'jsonl', got {format!r}")
+        if (n_best or marginals) and format != "jsonl":
+            raise SeqtagInputError("--n_best and --marginals are written in JSONL: add --predict_format jsonl")
         self.format = format
+        self.n_best = n_best
+        self.marginals = marginals
         self.written: Path | None = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from seqtag.tagging import DecodeOptions
+
+        pl_module.decode_options = DecodeOptions(
+            spans=self.format == "jsonl", n_best=self.n_best, marginals=self.marginals
+        )
 
     def write_on_epoch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
     ) -> None:
+        from seqtag.records import sentence_record, token_offsets
+
         datamodule = trainer.datamodule
         sentences = datamodule.sentences("predict")
-        by_index: dict[int, list[str]] = {}
+        by_index: dict[int, dict[str, Any]] = {}
         for batch in predictions:
-            for index, tags in batch:
-                by_index[index] = tags
+            for index, out in batch:
+                by_index[index] = out
         source = Path(str(datamodule.hparams.predict).rstrip("/"))
         path = (
             Path(self.output)
@@ -276,12 +376,22 @@ class PredictionWriter(BasePredictionWriter):
         )
         lines = []
         for i, row in enumerate(sentences):
-            tags = by_index[i]
+            out = by_index[i]
+            tags = out["tags"]
             if self.format == "jsonl":
-                record = {"tokens": row["tokens"]}
+                if "char_starts" in row:  # raw text: offsets into the line
+                    tokens, text = list(zip(row["tokens"], row["char_starts"], row["char_ends"])), row["text"]
+                else:
+                    tokens, text = token_offsets(row["tokens"]), " ".join(row["tokens"])
+                record = sentence_record(
+                    tokens, tags, out.get("spans", ()), text, out.get("n_best"), out.get("marginals")
+                )
+                if "line" in row:
+                    record = {"line": row["line"], **record}
                 if row.get("features"):
                     record["features"] = row["features"]
-                record["tags"] = tags
+                if row.get("tags"):
+                    record["gold_tags"] = row["tags"]
                 lines.append(json.dumps(record, ensure_ascii=False))
                 continue
             gold, features = row["tags"], row.get("features") or []

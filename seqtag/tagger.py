@@ -332,21 +332,15 @@ class Tagger(L.LightningModule):
             self.test_confusion.reset()
             self.test_results["confusion"] = {"labels": self.test_confusion.data_labels, "matrix": matrix.tolist()}
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[tuple[int, list[str]]]:
-        """Predicted tags of each sentence, in the data's scheme, with the sentence's index in its split."""
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> list[tuple[int, dict[str, Any]]]:
+        """Each sentence's index in its split and its outputs: ``tags`` in the data's scheme, and what
+        ``self.decode_options`` asks for (spans with confidence, n-best, marginals; see :mod:`seqtag.tagging`)."""
+        from seqtag.tagging import DecodeOptions, decode_outputs
+
         emissions = self(batch)
         mask = length_mask(batch["lengths"], emissions.shape[1])
-        return self._to_tags(self.decode(emissions, mask), batch["lengths"], batch["index"])
-
-    def _to_tags(self, tag_ids: torch.Tensor, lengths: torch.Tensor, index: torch.Tensor) -> list:
-        data_scheme = self.vocab.data_scheme if self.vocab is not None else self.scheme
-        out = []
-        for i, row, n in zip(index.tolist(), tag_ids.tolist(), lengths.tolist()):
-            tags = [self.labels[t] for t in row[:n]]
-            if self.scheme and data_scheme and data_scheme != self.scheme:
-                tags = schemes.convert(tags, self.scheme, data_scheme)
-            out.append((i, tags))
-        return out
+        outputs = decode_outputs(self, emissions, mask, getattr(self, "decode_options", None) or DecodeOptions())
+        return list(zip(batch["index"].tolist(), outputs))
 
     # ------------------------------------------------------------------------------------------- optimization
     def configure_optimizers(self) -> Any:
@@ -481,7 +475,16 @@ class Tagger(L.LightningModule):
         self.vocab.attach_pretrained([words[j] for j in keep])
         self.embedder.set_pretrained_table(torch.from_numpy(matrix[keep]))
 
-    @torch.inference_mode()
+    @property
+    def tokenize_mode(self) -> str:
+        """``chars`` for a model trained on one-character tokens (text written without spaces), else ``words``:
+        how :meth:`predict` and ``seqtag predict`` split raw text."""
+        from seqtag.tokenize import mode_for_vocabulary
+
+        if self.vocab is None:
+            return "words"
+        return mode_for_vocabulary(self.vocab.words[2:], self.vocab.word_counts[2:] or None)
+
     def tag(
         self,
         sentences: Sequence[Sequence[str] | str],
@@ -489,7 +492,11 @@ class Tagger(L.LightningModule):
         features: Sequence[Sequence[Sequence[str]]] | None = None,
         documents: Sequence[int] | None = None,
     ) -> list[list[str]]:
-        """Tags sentences given as token lists (or strings, split on whitespace), in the data's scheme.
+        """Tags sentences, in the data's scheme: one list of tags per input.
+
+        Each input is a token list, or a string that is tokenized as the training data was (PTB-like English
+        words, or characters for a model trained on one-character tokens; see :mod:`seqtag.tokenize`) and tagged as
+        one sentence. :meth:`predict` gives the tokens, offsets, spans and their confidence.
 
         ``features``: for a model trained with feature columns, per sentence its columns' values (F lists of T
         strings), e.g. ``[[["NNP", "VBZ", "JJ", "NN"]]]`` for one sentence with a POS column.
@@ -497,11 +504,80 @@ class Tagger(L.LightningModule):
         sentence (sentences with the same id are one document, in their order). Default: all the sentences of the
         call are one document.
         """
+        from seqtag.tokenize import tokenize
+
+        mode = self.tokenize_mode
+        token_lists = [
+            [t.text for sentence in tokenize(s, mode) for t in sentence] if isinstance(s, str) else list(s)
+            for s in sentences
+        ]
+        outputs = self._decode_token_lists(token_lists, batch_size, features, documents)
+        return [out["tags"] for out in outputs]
+
+    def predict(
+        self,
+        inputs: str | Sequence[str | Sequence[str]],
+        n_best: int = 0,
+        marginals: bool = False,
+        batch_size: int = 256,
+        features: Sequence[Sequence[Sequence[str]]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Tags raw text or token lists into records (see :mod:`seqtag.records`), one per sentence, in order.
+
+        ``inputs``: a string of raw text (split into sentences and tokens), or a list of such strings and/or token
+        lists (a token list is one sentence). Each record has ``input`` (the index of the input it comes from),
+        ``tokens`` with character offsets into that input (a token list's offsets are into its tokens joined by
+        single spaces), ``tags`` in the data's scheme, and ``spans`` with their confidence; ``n_best=k`` adds the k
+        most probable tag sequences with their probabilities (exact k-best Viterbi under the scheme's constraints
+        for a CRF), ``marginals=True`` each token's tag probabilities. ``features``: per token-list input, as in
+        :meth:`tag`.
+        """
+        from seqtag.records import sentence_record, token_offsets
+        from seqtag.tagging import DecodeOptions
+        from seqtag.tokenize import tokenize
+
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        mode = self.tokenize_mode
+        sentences, origins, texts = [], [], []
+        for i, item in enumerate(inputs):
+            if isinstance(item, str):
+                for sentence in tokenize(item, mode):
+                    sentences.append([(t.text, t.char_start, t.char_end) for t in sentence])
+                    origins.append(i)
+                    texts.append(item)
+            else:
+                sentences.append(token_offsets(list(item)))
+                origins.append(i)
+                texts.append(" ".join(item))
+        if features is not None and any(isinstance(item, str) for item in inputs):
+            raise SeqtagInputError("features go with token-list inputs only (raw text has no feature columns)")
+        options = DecodeOptions(spans=True, n_best=n_best, marginals=marginals)
+        token_lists = [[t[0] for t in sentence] for sentence in sentences]
+        outputs = self._decode_token_lists(token_lists, batch_size, features, None, options)
+        records = []
+        for sentence, origin, text, out in zip(sentences, origins, texts, outputs):
+            record = {"input": origin}
+            spans, n_best, probs = out.get("spans", ()), out.get("n_best"), out.get("marginals")
+            record.update(sentence_record(sentence, out["tags"], spans, text, n_best, probs))
+            records.append(record)
+        return records
+
+    @torch.inference_mode()
+    def _decode_token_lists(
+        self,
+        token_lists: list[list[str]],
+        batch_size: int,
+        features: Sequence[Sequence[Sequence[str]]] | None,
+        documents: Sequence[int] | None,
+        options: Any = None,
+    ) -> list[dict[str, Any]]:
+        """:func:`seqtag.tagging.decode_outputs` of each token list (an empty one gets empty outputs)."""
         from seqtag.data.datamodule import iter_batches
+        from seqtag.tagging import DecodeOptions
 
         if self.vocab is None:
             raise SeqtagInputError("the tagger has no vocabulary: load it with Tagger.load(checkpoint)")
-        token_lists = [s.split() if isinstance(s, str) else list(s) for s in sentences]
         num_features = len(self.vocab.features)
         if num_features and features is None:
             raise SeqtagInputError(
@@ -517,7 +593,11 @@ class Tagger(L.LightningModule):
                         f"sentence {i}: expected {num_features} feature columns of {len(tokens)} values each, got "
                         f"{[len(values) for values in columns]}"
                     )
-        results: list[list[str]] = [[] for _ in token_lists]
+        options = options or DecodeOptions()
+        empty: dict[str, Any] = {"tags": [], "spans": [], "n_best": [([], 1.0)] if options.n_best else None}
+        results: list[dict[str, Any]] = [
+            {k: v for k, v in empty.items() if v is not None or k == "tags"} for _ in token_lists
+        ]
         nonempty = [i for i, tokens in enumerate(token_lists) if tokens]
         was_training = self.training
         self.eval()
@@ -528,9 +608,14 @@ class Tagger(L.LightningModule):
                 raise SeqtagInputError(f"{len(token_lists)} sentences but document ids for {len(documents)}")
             document_ids = [int(documents[i]) if documents is not None else 0 for i in nonempty]
         kept_tokens = [token_lists[i] for i in nonempty]
-        for batch in iter_batches(self.vocab, kept_tokens, batch_size, kept_features, document_ids):
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            for i, tags in self.predict_step(batch, 0):
-                results[nonempty[i]] = tags
-        self.train(was_training)
+        previous = getattr(self, "decode_options", None)
+        self.decode_options = options
+        try:
+            for batch in iter_batches(self.vocab, kept_tokens, batch_size, kept_features, document_ids):
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                for i, out in self.predict_step(batch, 0):
+                    results[nonempty[i]] = out
+        finally:
+            self.decode_options = previous
+            self.train(was_training)
         return results

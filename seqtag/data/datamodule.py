@@ -244,13 +244,25 @@ class TaggingDataModule(L.LightningDataModule):
                     options["with_tags"] = options["format"] == "conll" and columns > inputs
                 except SeqtagInputError:
                     pass  # read_dataset reports the missing file
-        dataset = read_dataset(source, **options)
+        if split == "predict" and options["format"] == "text":
+            dataset = self._read_raw_text(source)
+        else:
+            dataset = read_dataset(source, **options)
         if split == "train":
             self._train_full = dataset
             if hp.validation_from_train > 0:
                 dataset = dataset.select(range(len(dataset) - int(len(dataset) * hp.validation_from_train)))
         self._raw[split] = dataset
         return dataset
+
+    def _read_raw_text(self, source: str) -> datasets.Dataset:
+        """Raw text to tag, tokenized as the model's training data was (words, or characters for a model trained on
+        one-character tokens), with each token's offsets into its line."""
+        from seqtag.data.rawtext import read_raw_text
+        from seqtag.tokenize import mode_for_vocabulary
+
+        mode = mode_for_vocabulary(self.vocab.words[2:], self.vocab.word_counts[2:] or None)
+        return datasets.Dataset.from_list(list(read_raw_text(source, self.hparams.encoding, mode)))
 
     def _read_train_full(self) -> datasets.Dataset:
         self._read("train")
