@@ -167,6 +167,7 @@ class EpochSummary(Callback):
         self._batches = 0
         self._started = 0.0
         self._best: tuple[float, int] | None = None  # (score, epoch)
+        self._last_epoch = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._best = None
@@ -194,7 +195,7 @@ class EpochSummary(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        epoch = trainer.current_epoch + 1
+        epoch = self._last_epoch = trainer.current_epoch + 1
         of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         parts = [f"epoch {epoch}{of}:"]
         if self._loss_sum is not None:
@@ -216,7 +217,7 @@ class EpochSummary(Callback):
         if trainer.is_global_zero and self._best is not None:
             monitor, _ = self._watched(trainer, pl_module)
             score, epoch = self._best
-            rank_zero_info(f"best epoch: {epoch} of {trainer.current_epoch}, {monitor} {score:.4f}")
+            rank_zero_info(f"best epoch: {epoch} of {self._last_epoch}, {monitor} {score:.4f}")
 
 
 class RandomStateCheckpoint(Callback):

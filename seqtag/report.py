@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import WandbLogger
 from matplotlib.figure import Figure
 
 from seqtag.atomic import atomic_open, atomic_write_text
-from seqtag.metrics import precision_recall_f1
+from seqtag.conlleval import precision_recall_f1
 
 REPORT_JSON = "test_report.json"
 REPORT_MD = "test_report.md"

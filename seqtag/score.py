@@ -7,7 +7,8 @@ Usage::
 
 The input is what the CoNLL ``conlleval`` script reads: one token per line, columns separated by whitespace (or
 ``--delimiter``), the last two columns the gold and the predicted tag, a blank line between sentences. Lines whose
-first column is ``-DOCSTART-`` are skipped. Scores come from ``seqtag.metrics``, the same code as ``SpanF1``.
+first column is ``-DOCSTART-`` are skipped. Scores come from ``seqtag.conlleval``, the same code as ``SpanF1``;
+nothing here imports torch, so the command starts at once.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seqtag.conlleval import format_conlleval, span_scores
 from seqtag.data.schemes import SCHEMES, detect_scheme, is_span_labels, normalize_scheme, validate_tags
 from seqtag.errors import DataFormatError
-from seqtag.metrics import format_conlleval, span_scores
 
 
 @dataclass
@@ -31,6 +32,7 @@ class _Sentence:
     gold: list[str] = field(default_factory=list)
     pred: list[str] = field(default_factory=list)
     linenos: list[int] = field(default_factory=list)
+    n_columns: int = 0
 
 
 def read_gold_pred(lines: Iterable[str], path: str, delimiter: str | None = None) -> Iterator[_Sentence]:
@@ -72,8 +74,32 @@ def read_gold_pred(lines: Iterable[str], path: str, delimiter: str | None = None
         sentence.gold.append(columns[-2])
         sentence.pred.append(columns[-1])
         sentence.linenos.append(lineno)
+        sentence.n_columns = n_columns
     if sentence.gold:
         yield sentence
+
+
+def _check_has_gold(sentences: list[_Sentence], path: str) -> None:
+    """Raise when the file looks like tokens and predicted tags only (``seqtag predict`` on plain text): two columns,
+    a "gold" column that is not all span tags and shares few values with the predicted one, as words and tags do.
+
+    Raises:
+        DataFormatError: naming the file and what it lacks.
+    """
+    if not sentences or sentences[0].n_columns != 2:
+        return
+    gold = [tag for sentence in sentences for tag in sentence.gold]
+    predicted = {tag for sentence in sentences for tag in sentence.pred}
+    shared = sum(tag in predicted for tag in gold) / len(gold)
+    if shared < 0.5 and not is_span_labels(set(gold)):
+        examples = ", ".join(repr(word) for word in list(dict.fromkeys(gold))[:3])
+        raise DataFormatError(
+            path,
+            None,
+            f"no gold tags: the file has 2 columns and the first ({examples}, ...) looks like tokens, not tags. "
+            "seqtag score compares the last two columns, gold and predicted tags: tag a file that has gold tags "
+            "(a CoNLL file: `seqtag predict --data.predict FILE.conll`) to get both",
+        )
 
 
 def _resolve_scheme(name: str, sentences: list[_Sentence], path: str) -> str:
@@ -135,6 +161,7 @@ def score_main(argv: list[str] | None = None) -> int:
             raise DataFormatError(path, None, "no such file")
         with open(path, encoding="utf-8") as handle:
             sentences = list(read_gold_pred(handle, path, args.delimiter))
+    _check_has_gold(sentences, path)
     scheme = _resolve_scheme(args.scheme, sentences, path)
     _check_tags(sentences, scheme, path)
     report = span_scores([s.gold for s in sentences], [s.pred for s in sentences], scheme)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from seqtag.cli import main
-from seqtag.lm import CharLanguageModel, CharLMDataModule, CharVocab, chunk, read_text
+from seqtag.data.charlm import CharLMDataModule, CharVocab, chunk, read_text
+from seqtag.modules.charlm import CharLanguageModel
 
 WORDS = "the cat sat on a mat and dog ran to big red house".split()
 

@@ -1,183 +1,31 @@
-"""Character-level LSTM language model: data, model, and the ``seqtag lm`` command.
+"""Character-level LSTM language model (Akbik et al. 2018, "Contextual String Embeddings for Sequence Labeling").
 
 A forward model predicts each character from the ones before it; a backward model (``direction: backward``) reads
 the text from its end and predicts each character from the ones after it. The pair gives flair-style contextual
-character states (Akbik et al. 2018, "Contextual String Embeddings for Sequence Labeling").
-
-    seqtag lm fit --config configs/charlm.yaml
-    seqtag lm fit --config configs/charlm.yaml --model.direction backward
-    seqtag lm test --config configs/charlm.yaml --ckpt_path runs/charlm/<run>/checkpoints/best.ckpt
-    seqtag lm generate --ckpt_path <best.ckpt> --prompt "The European " --length 200 --temperature 0.8
-
-Text is cut into chunks of ``seq_len + 1`` characters that overlap by one (the last character of a chunk is the
-first input of the next); chunks are shuffled in training and no hidden state crosses chunk boundaries. Reported:
-``{stage}/bpc``, bits per character = mean negative log-likelihood per predicted character / ln 2.
+character states to the tagger (:mod:`seqtag.modules.contextual`). Its data is :mod:`seqtag.data.charlm`, its
+command ``seqtag lm`` (:mod:`seqtag.commands.lm`). Reported: ``{stage}/bpc``, bits per character = mean negative
+log-likelihood per predicted character / ln 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import json
 import math
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, OptimizerCallable
+from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
-from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
-from seqtag.atomic import atomic_write_text
-from seqtag.data.readers import read_conll
+from seqtag.data.charlm import CharVocab
 from seqtag.errors import SeqtagInputError
 from seqtag.modules.dropout import Dropout
 
-VOCAB_KEY = "seqtag_char_vocab"
-UNK = "<unk>"
-
-
-@dataclass
-class CharVocab:
-    """Characters of the training text; id 0 is UNK (a character training never saw)."""
-
-    chars: list[str]
-    index: dict[str, int] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.index = {c: i for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def build(cls, text: str) -> CharVocab:
-        return cls([UNK, *sorted(set(text))])
-
-    def encode(self, text: str) -> torch.Tensor:
-        return torch.tensor([self.index.get(c, 0) for c in text], dtype=torch.long)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return "".join(self.chars[i] if i else "\ufffd" for i in ids)
-
-    def to_json(self) -> str:
-        return json.dumps({"chars": self.chars}, ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> CharVocab:
-        return cls(json.loads(text)["chars"])
-
-    def save(self, path: str | Path) -> None:
-        atomic_write_text(path, self.to_json() + "\n")
-
-
-def read_text(paths: str | Sequence[str], format: str = "text", token_column: int = 0, encoding: str = "utf-8") -> str:
-    """The text of one or more files. ``format="conll"`` takes each sentence's tokens from ``token_column``, joins
-    them with spaces and puts one sentence per line (``-DOCSTART-`` lines are skipped)."""
-    if format not in ("text", "conll"):
-        raise SeqtagInputError(f"format should be one of 'text', 'conll', got {format!r}")
-    texts = []
-    for path in [paths] if isinstance(paths, str) else paths:
-        if not Path(path).is_file():
-            raise SeqtagInputError(f"{path}: no such file")
-        if format == "conll":
-            sentences = read_conll(path, token_column=token_column, tag_column=None, encoding=encoding)
-            texts.append("".join(" ".join(s["tokens"]) + "\n" for s in sentences))
-        else:
-            texts.append(Path(path).read_text(encoding=encoding))
-    return "\n".join(texts)
-
-
-def chunk(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """(N,) ids → (C, seq_len + 1) chunks overlapping by one id; a text shorter than a chunk is one chunk."""
-    if ids.numel() < 2:
-        raise SeqtagInputError(f"a text split should hold at least 2 characters, got {ids.numel()}")
-    size = min(seq_len + 1, ids.numel())
-    return ids.unfold(0, size, size - 1).contiguous()  # (C, seq_len + 1)
-
-
-class CharLMDataModule(L.LightningDataModule):
-    """Character chunks of UTF-8 text files.
-
-    Args:
-        train: training text file(s).
-        validation: validation text file(s); None holds out the tail of ``train``. Default: None
-        test: test text file(s). Default: None
-        format: ``text`` (files as they are) or ``conll`` (the token column, one sentence per line). Default: text
-        token_column: token column of ``conll`` files. Default: 0
-        validation_fraction: the fraction of the training text (cut at a line break) held out for validation when
-            ``validation`` is None. Default: 0.05
-        seq_len: characters per training chunk (backpropagation through time length). Default: 100
-        batch_size: chunks per training batch. Default: 32
-        eval_batch_size: chunks per evaluation batch. Default: 128
-        vocab: a ``vocab.json`` saved with a model, used instead of the training text's characters. Default: None
-        encoding: text encoding. Default: ``utf-8``
-    """
-
-    def __init__(
-        self,
-        train: str | list[str],
-        validation: str | list[str] | None = None,
-        test: str | list[str] | None = None,
-        format: Literal["text", "conll"] = "text",
-        token_column: int = 0,
-        validation_fraction: float = 0.05,
-        seq_len: int = 100,
-        batch_size: int = 32,
-        eval_batch_size: int = 128,
-        vocab: str | None = None,
-        encoding: str = "utf-8",
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        if seq_len < 1 or batch_size < 1 or eval_batch_size < 1:
-            raise SeqtagInputError(
-                f"seq_len, batch_size and eval_batch_size should be >= 1, got {seq_len}, {batch_size}, "
-                f"{eval_batch_size}"
-            )
-        if validation is None and not 0.0 < validation_fraction < 1.0:
-            raise SeqtagInputError(
-                f"validation_fraction should be in (0, 1) when no validation file is given, got {validation_fraction}"
-            )
-        self._text = {"train": read_text(train, format, token_column, encoding)}
-        if validation is None:
-            text = self._text["train"]
-            cut = int(len(text) * (1 - validation_fraction))
-            cut = text.rfind("\n", 0, cut) + 1 or cut  # at a line break when there is one
-            self._text = {"train": text[:cut], "validation": text[cut:]}
-        self.vocab = CharVocab.from_json(Path(vocab).read_text()) if vocab else CharVocab.build(self._text["train"])
-        self._chunks: dict[str, torch.Tensor] = {}
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab.chars)
-
-    def _split(self, split: str) -> torch.Tensor:
-        if split not in self._chunks:
-            hp = self.hparams
-            if split not in self._text:
-                self._text[split] = read_text(getattr(hp, split), hp.format, hp.token_column, hp.encoding)
-            self._chunks[split] = chunk(self.vocab.encode(self._text[split]), hp.seq_len)
-        return self._chunks[split]
-
-    def setup(self, stage: str) -> None:
-        splits = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"]}.get(stage, [])
-        for split in splits:
-            if split == "test" and self.hparams.test is None:
-                raise SeqtagInputError("data.test is required for `seqtag lm test`")
-            self._split(split)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self._chunks["train"], batch_size=self.hparams.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._chunks["validation"], batch_size=self.hparams.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self._chunks["test"], batch_size=self.hparams.eval_batch_size)
+VOCAB_KEY = "seqtag_char_vocab"  # the character vocabulary (JSON) inside an LM checkpoint
 
 
 class CharLanguageModel(L.LightningModule):
@@ -345,98 +193,3 @@ class CharLanguageModel(L.LightningModule):
             output, state = self.hidden_states(torch.tensor([[next_id]], device=self.device), state)
         text = self.vocab.decode(produced)
         return text[::-1] if backward else text
-
-
-# ---------------------------------------------------------------------------------------------------- command
-def lm_trainer_defaults() -> dict:
-    from jsonargparse import lazy_instance
-
-    from seqtag.loggers import WandbLogger
-
-    return {
-        "max_epochs": 20,
-        "gradient_clip_val": 1.0,
-        "default_root_dir": "runs",
-        "logger": lazy_instance(WandbLogger, project="seqtag-lm", save_dir="runs"),
-    }
-
-
-def _lm_cli_class() -> type:
-    from seqtag.callbacks import AutoEarlyStopping, BestCheckpoint
-    from seqtag.cli import SeqtagCLI
-
-    class LMCLI(SeqtagCLI):
-        """The ``seqtag lm`` LightningCLI: the data's vocabulary size is linked into the model; checkpoints and early
-        stopping watch ``val/bpc`` (lower is better)."""
-
-        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-            parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
-            parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
-            parser.add_lightning_class_args(AutoEarlyStopping, "early_stopping")
-            parser.set_defaults(
-                {
-                    "checkpoint.monitor": CharLanguageModel.monitor,
-                    "checkpoint.mode": CharLanguageModel.monitor_mode,
-                    "early_stopping.monitor": CharLanguageModel.monitor,
-                    "early_stopping.mode": CharLanguageModel.monitor_mode,
-                    "early_stopping.patience": 3,
-                }
-            )
-
-        def after_instantiate_classes(self) -> None:
-            pass
-
-        def after_test(self) -> None:
-            results = getattr(self.model, "test_results", None)
-            if results is not None and self.trainer.is_global_zero:
-                print(f"test bits per character: {results['bpc']:.4f}")
-
-    return LMCLI
-
-
-def lm_cli_main(args: ArgsType = None, run: bool = True):
-    """Builds and runs the ``seqtag lm`` LightningCLI; ``args`` is a list of arguments (tests) or None."""
-    from seqtag.callbacks import run_conventions
-
-    return _lm_cli_class()(
-        CharLanguageModel,
-        CharLMDataModule,
-        trainer_defaults=lm_trainer_defaults(),
-        args=args,
-        run=run,
-        **run_conventions(),
-    )
-
-
-def generate_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="seqtag lm generate", description="Sample text from a character LM.")
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `seqtag lm fit`")
-    parser.add_argument("--prompt", default="", help="text to continue (or, for a backward model, to precede)")
-    parser.add_argument("--length", type=int, default=200, help="characters to generate")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = always the most likely character")
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args(argv)
-    if not Path(args.ckpt_path).is_file():
-        raise SeqtagInputError(f"{args.ckpt_path}: no such checkpoint")
-    model = CharLanguageModel.load(args.ckpt_path)
-    text = model.generate(args.prompt, args.length, args.temperature, args.seed)
-    print(text + args.prompt if model.hparams.direction == "backward" else args.prompt + text)
-    return 0
-
-
-def lm_main(argv: list[str]) -> int:
-    """``seqtag lm fit|validate|test ...`` (LightningCLI) and ``seqtag lm generate ...``."""
-    argv = [a for a in argv if a != "--debug"]
-    if argv[:1] == ["generate"]:
-        return generate_main(argv[1:])
-    if sys.argv[1:2] == ["lm"] and [a for a in sys.argv[2:] if a != "--debug"] == argv:
-        # Run from the console: LightningCLI reads sys.argv itself (and does not warn about a second argument list).
-        sys.argv = [f"{sys.argv[0]} lm", *argv]
-        lm_cli_main(None)
-    else:
-        lm_cli_main(argv)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(lm_main(sys.argv[1:]))

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seqtag.data.charlm import CharVocab
 from seqtag.errors import SeqtagInputError
-from seqtag.lm import VOCAB_KEY, CharLanguageModel, CharVocab
+from seqtag.modules.charlm import VOCAB_KEY, CharLanguageModel
 
 SPECS_KEY = "seqtag_char_lm"  # the LMs' hyperparameters and vocabularies inside a tagger checkpoint
 KEYS = {"forward": "fw", "backward": "bw"}  # module names ("forward" is taken by nn.Module)

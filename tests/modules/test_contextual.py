@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from seqtag.data.charlm import CharVocab
 from seqtag.data.datamodule import collate
 from seqtag.data.vocab import Vocab
 from seqtag.errors import SeqtagInputError
-from seqtag.lm import VOCAB_KEY, CharLanguageModel, CharVocab
+from seqtag.modules.charlm import VOCAB_KEY, CharLanguageModel
 from seqtag.modules.contextual import CharLMEmbedder
 from seqtag.tagger import Tagger
 from tests.test_cli import ROOT, seqtag, small_split
