@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import re
@@ -93,11 +94,16 @@ def test_generate_length(forward_run: tuple[Path, Path], capsys) -> None:
     assert printed.startswith("the ") and len(printed) == 4 + 50
 
 
-def test_backward_direction(tmp_path: Path, capsys) -> None:
+def test_backward_direction(tmp_path: Path, capsys, caplog) -> None:
     text = write_text(tmp_path / "tiny.txt")
-    assert main(fit_args(tmp_path, text, "--model.direction=backward", "--trainer.max_epochs=1")) == 0
+    with caplog.at_level(logging.INFO):
+        assert main(fit_args(tmp_path, text, "--model.direction=backward", "--trainer.max_epochs=1")) == 0
     ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
     assert f"Best checkpoint: {ckpt}" in capsys.readouterr().out
+    # Without a progress bar each epoch still gets a line, and the end names the best epoch.
+    epoch = r"epoch 1/1: train/loss [0-9.]+, val/loss [0-9.]+, val/bpc [0-9.]+ \*, [0-9.]+ s"
+    assert any(re.fullmatch(epoch, message) for message in caplog.messages), caplog.messages
+    assert any(re.fullmatch(r"best epoch: 1 of 1, val/bpc [0-9.]+", message) for message in caplog.messages)
     model = CharLanguageModel.load(ckpt)
     assert model.hparams.direction == "backward"
     args = ["lm", "generate", f"--ckpt_path={ckpt}", "--prompt= red house", "--length=30", "--seed=0"]
@@ -106,6 +112,7 @@ def test_backward_direction(tmp_path: Path, capsys) -> None:
     assert printed.endswith(" red house") and len(printed) == 30 + 10
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)` but the `self.trainer`")  # no Trainer here
 def test_backward_reads_reversed_text() -> None:
     torch.manual_seed(0)
     forward = CharLanguageModel(vocab_size=7, hidden_size=8, dropout=0.0)

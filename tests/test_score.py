@@ -91,3 +91,20 @@ def test_non_span_gold_cannot_be_detected(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SeqtagInputError, match="no such file"):
         score_main([str(tmp_path / "nope.txt")])
+
+
+def test_tokens_and_predictions_without_gold_are_named(tmp_path: Path) -> None:
+    """`seqtag predict` on plain text writes token and predicted tag only: there is nothing to score against."""
+    path = _write(tmp_path, "Angela B-PER\nMerkel I-PER\nvisited O\nParis B-LOC\n\nThe O\nEU B-ORG\n", "plain.pred")
+    message = r"plain.pred: no gold tags: the file has 2 columns and the first \('Angela', 'Merkel', 'visited', "
+    with pytest.raises(DataFormatError, match=message + r"\.\.\.\) looks like tokens, not tags"):
+        score_main([path])
+    with pytest.raises(DataFormatError, match="no gold tags"):  # part-of-speech predictions alike
+        score_main([_write(tmp_path, "dogs NOUN\nbark VERB\nloudly ADV\n", "pos.pred")])
+
+
+def test_two_columns_of_tags_are_scored_even_when_all_wrong(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _write(tmp_path, "B-PER O\nI-PER O\nO B-LOC\nO O\n", "gold_pred.txt")
+    assert score_main([path, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["n_gold"], result["n_pred"], result["tp"]) == (1, 1, 0)
