@@ -10,10 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 
 from seqtag.cli import main
+from seqtag.data import schemes
+from seqtag.data.datamodule import TaggingDataModule, iter_batches
+from seqtag.data.vocab import MAX_CHARS_PER_TOKEN, Vocab
 from seqtag.errors import SeqtagInputError
 from seqtag.tagger import VOCAB_KEY, Tagger
 from tests.conftest import write
@@ -96,6 +100,13 @@ NO_SENTENCE = "no sentence found (the file is empty or holds only blank lines)"
         ("blank.conll", "\n \n\t\n\n", f": {NO_SENTENCE}"),
         ("cols.conll", "EU B-ORG\nrejects O\ncity NNP B-ORG\n", ":3: expected 2 columns, got 3: 'city NNP B-ORG'"),
         ("tab.conll", "EU\tB-ORG\n\tO\n", ":2: empty token (column 1 of this TAB-separated line): '\\tO'"),
+        (
+            "docstart.conll",
+            "-DOCSTART- -X- -X- O\n\n-DOCSTART- -X- -X- O\n\n",
+            ": no sentences: the file holds only -DOCSTART- lines",
+        ),
+        ("docstart.jsonl", '{"tokens": ["-DOCSTART-"], "tags": ["O"]}\n', ": no sentences: only -DOCSTART- rows"),
+        ("empty.json", "[]\n", ": no sentence found (the file holds only [])"),
     ],
 )
 def test_bad_training_file(tmp_path, capsys, name, content, expected):
@@ -122,8 +133,121 @@ def test_tag_not_valid_in_the_declared_scheme(tmp_path, capsys):
     path = write(tmp_path / "xper.conll", "EU B-ORG\nrejects O\n\nJohn X-PER\nsaw O\n")
     status, err = run(capsys, "fit", "--data.train", path, "--data.tag_scheme", "IOB2", *options(tmp_path))
     assert status == 2
-    line = error_line(err)
-    assert line.startswith(f"seqtag: error: {path}: sentence 2: ") and "'X-PER'" in line and "IOB2" in line
+    assert error_line(err) == (
+        f"seqtag: error: {path}:4: tag 'X-PER' is not a valid IOB2 tag (expected O or B-TYPE, I-TYPE)"
+    )
+
+
+STRAY = (
+    "is not a span tag (O, or PREFIX-TYPE with PREFIX one of B, I, E, S, M, L, U) though most tags are: fix it, or "
+    "set data.tag_scheme=none if the tags are plain classes"
+)
+
+
+@pytest.mark.parametrize("stray", ["X-PER", "PER", "b-PER", "B-"])
+def test_stray_tag_in_span_data_is_an_error_naming_its_line(tmp_path, capsys, stray):
+    """Without the check, one stray tag made the scheme undetectable: the spans silently became plain classes."""
+    text = conll(20).splitlines()
+    text[7] = f"{text[7].split()[0]} {stray}" if text[7] else f"john {stray}"
+    path = write(tmp_path / "train.conll", "\n".join(text) + "\n")
+    status, err = run(capsys, "fit", "--data.train", path, *options(tmp_path))
+    assert status == 2
+    assert error_line(err) == f"seqtag: error: {path}:8: tag {stray!r} {STRAY}"
+    status, err = run(capsys, "fit", "--data.train", path, "--data.tag_scheme", "none", *options(tmp_path))
+    assert status == 0, err  # declared plain classes: learnt as they are
+
+
+def test_stray_tag_in_json_lines_and_parquet_names_line_or_row(tmp_path, capsys):
+    rows = [{"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}, {"tokens": ["John", "saw"], "tags": ["X-PER", "O"]}]
+    jsonl = write(tmp_path / "train.jsonl", json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n")
+    status, err = run(capsys, "fit", "--data.train", jsonl, *options(tmp_path))
+    assert status == 2
+    assert error_line(err) == f"seqtag: error: {jsonl}:3: token 1 ('John'): tag 'X-PER' {STRAY}"
+    parquet = tmp_path / "train.parquet"
+    datasets.Dataset.from_list(rows).to_parquet(str(parquet))
+    status, err = run(capsys, "fit", "--data.train", parquet, *options(tmp_path))
+    assert status == 2
+    assert error_line(err) == f"seqtag: error: {parquet}: row 1 (from 0), token 1 ('John'): tag 'X-PER' {STRAY}"
+
+
+def test_part_of_speech_tags_stay_plain_classes(tmp_path):
+    """PTB and UD tags have no span prefix (PRP$, -LRB-, X): no scheme, no error, whatever the mix."""
+    pos = "I PRP\nsaw VBD\nher PRP$\n( -LRB-\ndog NN\n) -RRB-\n\nx X\nB-52 NNP\nI-95 NNP\nO UH\n"
+    data = TaggingDataModule(train=str(write(tmp_path / "pos.conll", pos)), cache_dir=str(tmp_path / "cache"))
+    assert data.scheme is None and data.data_scheme is None
+    assert "PRP$" in data.labels and "-LRB-" in data.labels
+
+
+@pytest.mark.parametrize(
+    ("tags", "span_like"),
+    [
+        (["O", "B-PER", "I-PER", "X-PER"], True),
+        (["B-PER", "I-PER", "B-LOC", "PER", "LOC"], True),  # 2 of 4 distinct labels, and most occurrences
+        (["b-per", "i-per", "o"], True),  # lower-case prefixes: misspelt span tags
+        (["PRP$", "-LRB-", "-RRB-", "X", "NN", "O"], False),
+        (["NOUN", "VERB", "X", "PUNCT", "S-X"], False),  # one span-looking tag among many classes
+        (["O", "O"], False),
+    ],
+)
+def test_is_span_like(tags, span_like):
+    assert schemes.is_span_like([tags]) is span_like
+
+
+# ------------------------------------------------------------------------------- JSON and parquet files
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "comma.jsonl",
+            '{"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}\n'
+            '{"tokens": ["John", "saw"], "tags": ["B-PER" "O"]}\n',
+            ':2: invalid JSON: Expecting \',\' delimiter at column 46: \'...], "tags": ["B-PER" "O"]}\'',
+        ),
+        (
+            "cut.jsonl",
+            '{"tokens": ["EU"], "tags": ["B-ORG"]}\n{"tokens": ["John", "saw"], "tags": ["B-PER", \n',
+            ":2: invalid JSON: Expecting value at column 47 (the file ends there: is it cut short?): "
+            '\'..., "tags": ["B-PER", \'',
+        ),
+        (
+            "cut.json",
+            '[{"tokens": ["EU"], "tags": ["B-ORG"]},\n {"tokens": ["John"], "tags": ["B-PER"]',
+            ":2: invalid JSON: Expecting ',' delimiter at column 40 (the file ends there: is it cut short?): "
+            '\'...], "tags": ["B-PER"]\'',
+        ),
+        (
+            "latin.jsonl",
+            b'{"tokens": ["J\xfcrgen"], "tags": ["B-PER"]}\n',
+            ":1: bytes that are not utf-8 at byte offset 14 of the file (set data.encoding to the file's encoding, "
+            "e.g. latin-1 or cp1252)",
+        ),
+        (
+            "garbage.parquet",
+            b"PAR1 this is no parquet file",
+            ": not a readable parquet file: Parquet magic bytes not found in footer. Either the file is corrupted or "
+            "this is not a parquet file.",
+        ),
+        ("zero.parquet", b"", ": not a readable parquet file: Parquet file size is 0 bytes"),
+    ],
+)
+def test_broken_json_and_parquet_files(tmp_path, capsys, name, content, expected):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    status, err = run(capsys, "fit", "--data.train", path, *options(tmp_path))
+    assert status == 2
+    assert error_line(err) == f"seqtag: error: {path}{expected}"
+    assert "Failed to" not in err  # the log lines of datasets are silenced: one paragraph only
+
+
+def test_parquet_cut_short(tmp_path, capsys):
+    path = tmp_path / "train.parquet"
+    datasets.Dataset.from_dict({"tokens": [["EU", "rejects"]] * 50, "tags": [["B-ORG", "O"]] * 50}).to_parquet(
+        str(path)
+    )
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    status, err = run(capsys, "fit", "--data.train", path, *options(tmp_path))
+    assert status == 2
+    assert error_line(err).startswith(f"seqtag: error: {path}: not a readable parquet file: Parquet magic bytes")
 
 
 def test_unknown_validation_label_is_an_error_by_default(tmp_path, capsys, train):
@@ -175,8 +299,8 @@ def test_non_utf8_bytes_give_the_byte_offset_and_latin1_works(tmp_path, capsys):
     assert status == 2
     offset = text.encode("latin-1").index("ü".encode("latin-1"))
     assert error_line(err) == (
-        f"seqtag: error: {path}:4: bytes that are not utf-8 at byte offset {offset} of the file (set the data "
-        f"`encoding` option if the file uses another encoding)"
+        f"seqtag: error: {path}:4: bytes that are not utf-8 at byte offset {offset} of the file (set data.encoding "
+        f"to the file's encoding, e.g. latin-1 or cp1252)"
     )
     status, err = run(capsys, "fit", "--data.train", path, "--data.encoding", "latin-1", *options(tmp_path))
     assert status == 0, err
@@ -201,6 +325,25 @@ def test_prediction_tags_a_sentence_of_10000_tokens(tmp_path, capsys, trained):
     assert status == 0, err
     sentences = output.read_text().strip("\n").split("\n\n")
     assert [len(s.splitlines()) for s in sentences] == [10_000, 3]
+
+
+def test_tagger_tags_10000_tokens_with_a_very_long_token_in_little_memory():
+    """Characters are a (B, T, C) tensor, C the longest token of the batch: a token of 2,000 characters must not make
+    it (1, 10000, 2000). The LSTM and the CRF hold (B, T, 2H) and (B, T, K) values: small at any length."""
+    torch.manual_seed(0)
+    labels = schemes.labels_for_scheme(["LOC", "PER"], "BIOES")
+    words = ["john", "went", "to", "paris"]
+    vocab = Vocab.build([words], labels, scheme="BIOES", data_scheme="IOB2")
+    model = Tagger(labels, "BIOES", vocab_size=len(vocab.words), num_chars=len(vocab.chars), word_dim=8, char_dim=4,
+                   char_hidden=4, hidden_size=6)  # fmt: skip
+    model.vocab = vocab
+    long = words * 2_500
+    long[5_000] = "x" * 2_000
+    (batch,) = iter_batches(vocab, [long], batch_size=256)
+    assert batch["char_ids"].shape == (1, 10_000, MAX_CHARS_PER_TOKEN)
+    tags = model.tag([long, "john went to paris", []])
+    assert [len(t) for t in tags] == [10_000, 4, 0]
+    assert schemes.validate_tags(tags[0], "IOB2") is None
 
 
 def test_training_leaves_long_sentences_out_with_a_warning(tmp_path, capsys):

@@ -278,14 +278,19 @@ class TaggingDataModule(L.LightningDataModule):
             self.data_scheme = None
         else:
             self.data_scheme = schemes.normalize_scheme(hp.tag_scheme)
+        if hp.tag_scheme.lower() != "none":
+            # A tag that breaks the declared or detected scheme; with none detected, a stray tag in span-like data
+            # (X-PER among B-/I- tags), which would otherwise silently make the spans plain classes.
+            bad = schemes.find_bad_tag(train_tags, self.data_scheme)
+            if bad is not None:
+                from seqtag.data.readers import tag_error  # reads the file again to name the line
+
+                names = ("format", "token_column", "tag_column", "encoding", "hub_config", "feature_columns")
+                raise tag_error(hp.train, *bad, split="train", **{name: hp[name] for name in names})
         label_set = {t for tags in train_tags for t in tags}
         if self.data_scheme is None:
             labels, train_scheme = sorted(label_set), None
         else:
-            for i, tags in enumerate(train_tags):
-                problem = schemes.validate_tags(tags, self.data_scheme)
-                if problem:
-                    raise SeqtagInputError(f"{hp.train}: sentence {i + 1}: {problem}")
             train_scheme = self.data_scheme if hp.train_scheme == "same" else schemes.normalize_scheme(hp.train_scheme)
             types = sorted({schemes.split_tag(t)[1] for t in label_set} - {None})
             labels = schemes.labels_for_scheme(types, train_scheme)

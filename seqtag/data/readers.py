@@ -20,7 +20,10 @@ cached as Arrow like any other dataset.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import gzip
+import itertools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -28,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow.parquet
 
+from seqtag.data.diagnose import json_lines_line, json_problem, root_cause
 from seqtag.errors import DataFormatError, SeqtagInputError
 
 Sentence = dict[str, list]
@@ -44,6 +49,12 @@ TOKEN_FIELDS = ("tokens", "words", "form")
 
 
 DOCUMENT_MARKER = "-DOCSTART-"
+NO_SENTENCE = "no sentence found (the file is empty or holds only blank lines)"
+ONLY_MARKERS = f"no sentences: the file holds only {DOCUMENT_MARKER} lines"
+
+# Where the tokens of a sentence come from: the line of each token in a text file, or the row of a field-based
+# source (JSON, parquet, saved and hub datasets). Kept only to name the line of a bad tag.
+_Where = Sequence[int] | int
 
 
 def _sentence(tokens: list[str], tags: list[str], features: list[list[str]], document: int) -> Sentence:
@@ -92,8 +103,8 @@ def _open_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
                 raise DataFormatError(
                     path,
                     lineno,
-                    f"bytes that are not {encoding} at byte offset {offset + err.start} of the file "
-                    f"(set the data `encoding` option if the file uses another encoding)",
+                    f"bytes that are not {encoding} at byte offset {offset + err.start} of the file (set data.encoding "
+                    f"to the file's encoding, e.g. latin-1 or cp1252)",
                 ) from None
             if lineno == 1 and line.startswith("\ufeff"):
                 line = line[1:]
@@ -129,6 +140,18 @@ def read_conll(
         DataFormatError: a row whose number of columns differs from the first row's, a missing column,
             an empty token, or a file with no sentence.
     """
+    return (s for s, _ in _read_conll(path, token_column, tag_column, delimiter, encoding, feature_columns))
+
+
+def _read_conll(
+    path: str | Path,
+    token_column: int,
+    tag_column: int | None,
+    delimiter: str | None,
+    encoding: str,
+    feature_columns: Sequence[int],
+) -> Iterator[tuple[Sentence, _Where]]:
+    """``read_conll`` with the line of each token."""
     path = Path(path)
     feature_columns = list(feature_columns)
     tokens: list[str] = []
@@ -136,13 +159,15 @@ def read_conll(
     features: list[list[str]] = [[] for _ in feature_columns]
     num_columns = None
     found = False
+    markers = 0
+    first = 0  # the line of the sentence's first token: its tokens are on consecutive lines
     documents = _Documents()
 
     for lineno, line in _open_lines(path, encoding):
         if not line.strip(" \t"):
             if tokens:
                 found = True
-                yield _sentence(tokens, tags, features, documents.next_sentence())
+                yield _sentence(tokens, tags, features, documents.next_sentence()), range(first, first + len(tokens))
                 tokens, tags, features = [], [], [[] for _ in feature_columns]
             continue
         if delimiter is None and "\t" in line:
@@ -156,8 +181,9 @@ def read_conll(
         if fields[0] == DOCUMENT_MARKER:
             if tokens:  # a marker right after a sentence, without a blank line, still ends it
                 found = True
-                yield _sentence(tokens, tags, features, documents.next_sentence())
+                yield _sentence(tokens, tags, features, documents.next_sentence()), range(first, first + len(tokens))
                 tokens, tags, features = [], [], [[] for _ in feature_columns]
+            markers += 1
             documents.start()
             continue
         if num_columns is None:
@@ -179,6 +205,8 @@ def read_conll(
         token = fields[token_column]
         if not token:
             raise DataFormatError(path, lineno, "empty token", line)
+        if not tokens:
+            first = lineno
         tokens.append(token)
         if tag_column is not None:
             tag = fields[tag_column]
@@ -189,9 +217,9 @@ def read_conll(
             values.append(fields[column])
     if tokens:
         found = True
-        yield _sentence(tokens, tags, features, documents.next_sentence())
+        yield _sentence(tokens, tags, features, documents.next_sentence()), range(first, first + len(tokens))
     if not found:
-        raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
+        raise DataFormatError(path, None, ONLY_MARKERS if markers else NO_SENTENCE)
 
 
 _NEWDOC = re.compile(r"#\s*newdoc\b")
@@ -225,12 +253,20 @@ def read_conllu(
         raise SeqtagInputError(
             f"{path}: feature_columns include the tag field {tag_field!r}: the model would read the answer"
         )
+    return (s for s, _ in _read_conllu(Path(path), tag_field, encoding, feature_fields))
+
+
+def _read_conllu(
+    path: Path, tag_field: str, encoding: str, feature_fields: Sequence[str]
+) -> Iterator[tuple[Sentence, _Where]]:
+    """``read_conllu`` with the line of each token."""
     path = Path(path)
     tag_index = CONLLU_FIELDS[tag_field]
     feature_indices = [CONLLU_FIELDS[f] for f in feature_fields]
     tokens: list[str] = []
     tags: list[str] = []
     features: list[list[str]] = [[] for _ in feature_indices]
+    lines: list[int] = []
     found = False
     documents = _Documents()
 
@@ -238,8 +274,8 @@ def read_conllu(
         if not line.strip():
             if tokens:
                 found = True
-                yield _sentence(tokens, tags, features, documents.next_sentence())
-                tokens, tags, features = [], [], [[] for _ in feature_indices]
+                yield _sentence(tokens, tags, features, documents.next_sentence()), lines
+                tokens, tags, features, lines = [], [], [[] for _ in feature_indices], []
             continue
         if line.startswith("#"):
             if _NEWDOC.match(line):
@@ -257,29 +293,33 @@ def read_conllu(
             raise DataFormatError(path, lineno, "empty FORM", line)
         tokens.append(fields[1])
         tags.append(fields[tag_index])
+        lines.append(lineno)
         for values, index in zip(features, feature_indices):
             values.append(fields[index])
     if tokens:
         found = True
-        yield _sentence(tokens, tags, features, documents.next_sentence())
+        yield _sentence(tokens, tags, features, documents.next_sentence()), lines
     if not found:
-        raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
+        raise DataFormatError(path, None, NO_SENTENCE)
 
 
 def read_text(path: str | Path, encoding: str = "utf-8") -> Iterator[Sentence]:
     """Reads plain text to tag: one sentence per line, tokens separated by whitespace; blank lines end a document."""
-    path = Path(path)
+    return (s for s, _ in _read_text(Path(path), encoding))
+
+
+def _read_text(path: Path, encoding: str) -> Iterator[tuple[Sentence, _Where]]:
     found = False
     documents = _Documents()
-    for _, line in _open_lines(path, encoding):
+    for lineno, line in _open_lines(path, encoding):
         tokens = line.split()
         if tokens:
             found = True
-            yield {"tokens": tokens, "tags": [], "document": documents.next_sentence()}
+            yield {"tokens": tokens, "tags": [], "document": documents.next_sentence()}, [lineno] * len(tokens)
         else:
             documents.start()
     if not found:
-        raise DataFormatError(path, None, "no sentence found (the file is empty or holds only blank lines)")
+        raise DataFormatError(path, None, NO_SENTENCE)
 
 
 def guess_format(source: str) -> str:
@@ -363,8 +403,8 @@ def _from_hf(
     tag_column: Any,
     with_tags: bool,
     feature_columns: Sequence[Any] = (),
-):
-    """Yields sentences of a field-based dataset, turning ClassLabel ids into their names.
+) -> Iterator[tuple[Sentence, _Where]]:
+    """Yields sentences of a field-based dataset with their row, turning ClassLabel ids into their names.
 
     Documents: a ``document`` field (each new value starts one), else ``-DOCSTART-`` rows (as in the hub's
     ``conll2003``; they are skipped), else every row is a document of its own.
@@ -379,6 +419,7 @@ def _from_hf(
     has_markers = document_field is None and any(list(t) == [DOCUMENT_MARKER] for t in dataset[token_field])
     documents = _Documents()
     previous_document = None
+    found = False
     for i, row in enumerate(dataset):
         tokens = [str(t) for t in row[token_field]]
         if has_markers and tokens == [DOCUMENT_MARKER]:
@@ -405,7 +446,12 @@ def _from_hf(
                         source, i + 1, f"{len(tokens)} tokens but {len(values)} values of {field!r} in row {i}"
                     )
                 sentence["features"].append(values)
-        yield sentence
+        found = True
+        yield sentence, i
+    if not found:
+        raise DataFormatError(
+            source, None, f"no sentences: only {DOCUMENT_MARKER} rows" if len(dataset) else NO_SENTENCE
+        )
 
 
 def iter_sentences(
@@ -438,6 +484,24 @@ def iter_sentences(
         feature_columns: columns read as input features: CoNLL column indices, CoNLL-U field names (``lemma``,
             ``upos``, ``xpos``, ``feats``, ``deprel``) or field names. Default: none
     """
+    located = _located(
+        source, format, token_column, tag_column, split, with_tags, encoding, hub_config, feature_columns
+    )
+    return (sentence for sentence, _ in located)
+
+
+def _located(
+    source: str,
+    format: str = "auto",
+    token_column: int | str | None = None,
+    tag_column: int | str | None = None,
+    split: str = "train",
+    with_tags: bool = True,
+    encoding: str = "utf-8",
+    hub_config: str | None = None,
+    feature_columns: Sequence[int | str] | None = None,
+) -> Iterator[tuple[Sentence, _Where]]:
+    """``iter_sentences`` with where each sentence comes from; options are checked when called, not when read."""
     fmt = guess_format(source) if format == "auto" else format
     if fmt not in FILE_FORMATS:
         raise SeqtagInputError(f"format should be one of {('auto',) + FILE_FORMATS}, got {format!r}")
@@ -452,22 +516,20 @@ def iter_sentences(
             raise SeqtagInputError(
                 f"{name}: feature_columns of a CoNLL column file are column indices, got {features}"
             ) from None
-        return read_conll(name, int(token_column or 0), tag, encoding=encoding, feature_columns=columns)
+        return _read_conll(name, int(token_column or 0), tag, None, encoding, columns)
     if fmt == "conllu":
-        return read_conllu(
-            name, str(tag_column or "upos"), encoding=encoding, feature_fields=[str(f) for f in features]
-        )
+        fields = [str(f) for f in features]
+        read_conllu(name, str(tag_column or "upos"), encoding, fields)  # checks the options now
+        return _read_conllu(Path(name), str(tag_column or "upos"), encoding, fields)
     if fmt == "text":
         if features:
             raise SeqtagInputError(
                 f"{name}: plain text has only tokens, but the model reads feature columns {features}: give a CoNLL "
                 f"file with those columns"
             )
-        return read_text(name, encoding=encoding)
+        return _read_text(Path(name), encoding)
     if fmt in ("json", "parquet"):
-        if not Path(name).exists():
-            raise SeqtagInputError(f"{name}: no such file")
-        dataset = datasets.load_dataset(fmt, data_files=name, split="train")
+        dataset = _load_file(Path(name), fmt, encoding)
     elif fmt == "disk":
         try:
             loaded = datasets.load_from_disk(name)
@@ -498,6 +560,90 @@ def load_hub(name: str, split: str, config: str | None = None) -> datasets.Datas
         raise SeqtagInputError(f"{name}: cannot load split {split!r} from the Hugging Face hub{hint}: {err}") from err
 
 
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Silences the log lines ``datasets`` writes when a file fails: seqtag reports the failure itself."""
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+
+
+def _check_encoding(path: Path, encoding: str) -> None:
+    """Raises ``DataFormatError`` naming the line of the first bytes that are not ``encoding``."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        for _ in _open_lines(path, encoding):  # finds the line and raises
+            pass
+        raise
+
+
+def _load_file(path: Path, fmt: str, encoding: str) -> datasets.Dataset:
+    """A JSON, JSON lines or parquet file read by ``datasets``; a file it cannot read is reported with the line and
+    column of a JSON syntax error, or with the cause for parquet."""
+    if not path.exists():
+        raise SeqtagInputError(f"{path}: no such file")
+    options = {}
+    if fmt == "json":
+        # pyarrow takes any bytes as UTF-8 and fails only when a string is read back, with no line to name.
+        _check_encoding(path, encoding)
+        options["encoding"] = encoding
+    try:
+        with _quiet_datasets():
+            return datasets.load_dataset(fmt, data_files=str(path), split="train", **options)
+    except Exception as err:
+        if fmt == "json":
+            raise json_problem(path, _open_lines(path, encoding), err) from err
+        try:
+            empty = pyarrow.parquet.read_metadata(path).num_rows == 0
+        except Exception:  # unreadable: the first error says why
+            empty = False
+        if empty:
+            raise DataFormatError(path, None, "no sentence found (the file holds no rows)") from err
+        raise SeqtagInputError(f"{path}: not a readable parquet file: {root_cause(err)}") from err
+
+
+def tag_error(source: str, sentence: int, position: int, problem: str, **options: Any) -> SeqtagInputError:
+    """The error to raise for a bad tag, naming its file and line.
+
+    Readers do not keep lines: the source is read again up to the sentence, only when an error is reported.
+
+    Args:
+        source: the source the tags were read from (see ``iter_sentences``).
+        sentence: the sentence, from 0, in the order ``iter_sentences`` yields them.
+        position: the token in the sentence, from 0.
+        problem: what is wrong, naming the tag.
+        options: the reading options of ``iter_sentences`` (``format``, ``tag_column``, ``encoding``...).
+
+    Returns:
+        ``DataFormatError`` ``"{path}:{line}: {problem}"`` for CoNLL and CoNLL-U files, the same with
+        ``"token {position + 1} ({token!r}): "`` before the problem for JSON lines, and
+        ``"{source}: row {row} (from 0), token {position + 1} ({token!r}): {problem}"`` for other field-based
+        sources (a JSON list, parquet, saved and hub datasets).
+    """
+    found = next(itertools.islice(_located(source, **options), sentence, None), None)
+    if found is None:
+        return SeqtagInputError(f"{source}: sentence {sentence + 1}: {problem}")
+    found_sentence, where = found
+    name = _strip_split(source)[0]
+    if not isinstance(where, int):
+        return DataFormatError(name, where[position], problem)
+    token = f"token {position + 1} ({found_sentence['tokens'][position]!r})"
+    if Path(name).is_file() and guess_format(name) == "json":
+        lineno = json_lines_line(_open_lines(Path(name), options.get("encoding", "utf-8")), where)
+        if lineno is not None:
+            return DataFormatError(name, lineno, f"{token}: {problem}")
+    return SeqtagInputError(f"{source}: row {where} (from 0), {token}: {problem}")
+
+
 def source_fingerprint(source: str) -> str:
     """Changes when a local file changes, so the Arrow cache of a source is never stale."""
     path = Path(_strip_split(source)[0])
@@ -525,6 +671,19 @@ TEXT_FEATURES_WITH_INPUTS = datasets.Features(
 )
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Reading a local file takes seconds at most, and its progress bar would call every file the "train split" (the
+    one split of a ``from_generator`` dataset), validation and test files too: no bar."""
+    was_disabled = datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.utils.enable_progress_bars()
+
+
 def read_dataset(source: str, cache_dir: str | None = None, **options: Any) -> datasets.Dataset:
     """A source as an Arrow-backed ``datasets.Dataset`` with string ``tokens`` and ``tags``.
 
@@ -543,7 +702,8 @@ def read_dataset(source: str, cache_dir: str | None = None, **options: Any) -> d
         return datasets.Dataset.from_list(rows, features=schema)
     guess_format(source)  # a missing file is reported before datasets sees it
     try:
-        return datasets.Dataset.from_generator(_generate, features=schema, gen_kwargs=kwargs, cache_dir=cache_dir)
+        with _no_progress_bars():
+            return datasets.Dataset.from_generator(_generate, features=schema, gen_kwargs=kwargs, cache_dir=cache_dir)
     except Exception as err:
         # datasets wraps errors raised by the generator in its own type: give the user ours.
         cause: BaseException | None = err

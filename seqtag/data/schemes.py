@@ -17,6 +17,7 @@ START = ``len(labels)`` and END = ``len(labels) + 1``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from seqtag.errors import SeqtagInputError
@@ -149,6 +150,17 @@ def detect_scheme(tag_sequences: Iterable[Sequence[str]]) -> str | None:
     return "IOB2"
 
 
+def _first_invalid(tags: Iterable[str], scheme: str) -> tuple[int, str, str] | None:
+    """(position, tag, message without the position) of the first tag that is not a tag of ``scheme``."""
+    allowed = (*_PREFIXES[scheme], *_EXTRA_VALID.get(scheme, ()))
+    for position, tag in enumerate(tags):
+        prefix, type_ = split_tag(tag)
+        if tag != "O" and not (prefix in allowed and type_):
+            expected = ", ".join(f"{p}-TYPE" for p in allowed)
+            return position, tag, f"is not a valid {scheme} tag (expected O or {expected})"
+    return None
+
+
 def validate_tags(tags: Iterable[str], scheme: str) -> str | None:
     """Find the first tag that is not a tag of the scheme.
 
@@ -166,13 +178,81 @@ def validate_tags(tags: Iterable[str], scheme: str) -> str | None:
         >>> validate_tags(["B-PER", "E-PER"], "IOB2")
         "tag 'E-PER' at position 1 is not a valid IOB2 tag (expected O or B-TYPE, I-TYPE)"
     """
-    scheme = normalize_scheme(scheme)
-    allowed = (*_PREFIXES[scheme], *_EXTRA_VALID.get(scheme, ()))
-    for position, tag in enumerate(tags):
-        prefix, type_ = split_tag(tag)
-        if tag != "O" and not (prefix in allowed and type_):
-            expected = ", ".join(f"{p}-TYPE" for p in allowed)
-            return f"tag {tag!r} at position {position} is not a valid {scheme} tag (expected O or {expected})"
+    found = _first_invalid(tags, normalize_scheme(scheme))
+    if found is None:
+        return None
+    position, tag, problem = found
+    return f"tag {tag!r} at position {position} {problem}"
+
+
+def _looks_like_span(label: str) -> bool:
+    """``PREFIX-TYPE`` with a span prefix in either case: ``b-per`` is a misspelt span tag, not a class."""
+    prefix, type_ = split_tag(label)
+    return prefix.upper() in _SPAN_PREFIXES and bool(type_)
+
+
+def is_span_like(tag_sequences: Iterable[Sequence[str]]) -> bool:
+    """Tell whether tags are meant as span tags, even when some of them are not valid ones.
+
+    Tags are span-like when some tag other than ``O`` looks like ``PREFIX-TYPE`` (a prefix among B, I, E, S, M, L,
+    U in either case, and a type) and such tags make at least half of the distinct tags other than ``O``, or at
+    least half of their occurrences. A stray ``X-PER`` or ``PER`` among ``B-``/``I-`` tags keeps data span-like;
+    part-of-speech tags (``NN``, ``PRP$``, ``-LRB-``, ``X``, ``NOUN``) are not: none of them has a span prefix.
+
+    Example:
+        >>> is_span_like([["B-PER", "X-PER", "O"]]), is_span_like([["PRP$", "-LRB-", "X", "NN"]])
+        (True, False)
+    """
+    counts: Counter[str] = Counter(tag for tags in tag_sequences for tag in tags)
+    counts.pop("O", None)
+    spans = {tag: count for tag, count in counts.items() if _looks_like_span(tag)}
+    if not spans:
+        return False
+    return 2 * len(spans) >= len(counts) or 2 * sum(spans.values()) >= sum(counts.values())
+
+
+def find_bad_tag(tag_sequences: Sequence[Sequence[str]], scheme: str | None) -> tuple[int, int, str] | None:
+    """Find the first tag that does not fit the data's scheme, to report it with its file and line.
+
+    With a scheme, that is the first tag that is not one of its tags (see ``validate_tags``). Without one (the
+    scheme detected as None, because not every tag is a span tag), data that is still span-like (see
+    ``is_span_like``) is span data with a stray tag, and its first tag that is neither ``O`` nor a span tag is
+    returned: learning such data as plain classes would silently score accuracy instead of span F1. Plain classes
+    (POS tags) give None.
+
+    Args:
+        tag_sequences: one sequence of tag strings per sentence.
+        scheme: a scheme name (see ``normalize_scheme``), or None for data detected as plain classes.
+
+    Returns:
+        ``(sentence, position, message)`` with both indices from 0 and a message naming the tag, or None.
+
+    Example:
+        >>> find_bad_tag([["B-PER", "O"], ["X-PER", "I-PER"]], None)[:2]
+        (1, 0)
+        >>> find_bad_tag([["B-PER", "E-PER"]], "BIO")
+        (0, 1, "tag 'E-PER' is not a valid IOB2 tag (expected O or B-TYPE, I-TYPE)")
+        >>> find_bad_tag([["PRP$", "-LRB-", "X"]], None) is None
+        True
+    """
+    if scheme is not None:
+        scheme = normalize_scheme(scheme)
+        for sentence, tags in enumerate(tag_sequences):
+            found = _first_invalid(tags, scheme)
+            if found is not None:
+                position, tag, problem = found
+                return sentence, position, f"tag {tag!r} {problem}"
+        return None
+    if not is_span_like(tag_sequences):
+        return None
+    for sentence, tags in enumerate(tag_sequences):
+        for position, tag in enumerate(tags):
+            if not _is_span_label(tag):
+                problem = (
+                    f"tag {tag!r} is not a span tag (O, or PREFIX-TYPE with PREFIX one of B, I, E, S, M, L, U) "
+                    f"though most tags are: fix it, or set data.tag_scheme=none if the tags are plain classes"
+                )
+                return sentence, position, problem
     return None
 
 
