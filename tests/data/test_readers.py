@@ -1,9 +1,11 @@
 import gzip
 import json
+import re
 
 import datasets
 import pytest
 
+from seqtag.data.diagnose import json_problem
 from seqtag.data.readers import (
     count_columns,
     guess_format,
@@ -12,6 +14,7 @@ from seqtag.data.readers import (
     read_conllu,
     read_dataset,
     sniff_predict_format,
+    tag_error,
     to_dataset_dict,
 )
 from seqtag.errors import DataFormatError, SeqtagInputError
@@ -236,3 +239,52 @@ def test_real_conll2003_and_ewt_counts(shared_data):
     assert len(dev) == 2001 and sum(len(s["tokens"]) for s in dev) == 25147
     chunks = list(read_conll(shared_data / "conll2000" / "test.txt"))
     assert len(chunks) == 2012 and sum(len(s["tokens"]) for s in chunks) == 47377
+
+
+def test_conll_of_document_markers_only(tmp_path):
+    path = write(tmp_path / "docs.conll", "-DOCSTART- -X- -X- O\n\n-DOCSTART- -X- -X- O\n")
+    with pytest.raises(DataFormatError, match=r"docs.conll: no sentences: the file holds only -DOCSTART- lines"):
+        list(read_conll(path))
+
+
+def test_tag_error_names_the_line_in_every_line_format(tmp_path):
+    conll = write(tmp_path / "a.conll", CONLL2003)
+    # Sentence 1 (from 0) is "Peter Blackburn", on lines 9-10 after a document marker and a blank line.
+    assert str(tag_error(str(conll), 1, 1, "bad")) == f"{conll}:10: bad"
+    conllu = write(tmp_path / "a.conllu", CONLLU)
+    # Token 2 of sentence 0 is "n't": line 6, after the comments and the range 2-3.
+    assert str(tag_error(str(conllu), 0, 2, "bad")) == f"{conllu}:6: bad"
+    assert str(tag_error(str(conllu), 1, 0, "bad", tag_column="xpos")) == f"{conllu}:11: bad"
+    jsonl = write(
+        tmp_path / "a.jsonl", '{"tokens": ["a"], "tags": ["O"]}\n\n{"tokens": ["b", "c"], "tags": ["O", "O"]}\n'
+    )
+    assert str(tag_error(str(jsonl), 1, 1, "bad")) == f"{jsonl}:3: token 2 ('c'): bad"
+    array = write(tmp_path / "a.json", json.dumps([{"tokens": ["a"], "tags": ["O"]}, {"tokens": ["b"], "tags": ["O"]}]))
+    assert str(tag_error(str(array), 1, 0, "bad")) == f"{array}: row 1 (from 0), token 1 ('b'): bad"
+    assert str(tag_error(str(conll), 9, 0, "bad")) == f"{conll}: sentence 10: bad"  # past the end: no line
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"a": 1}\n{"a": 2,}\n', r":2: invalid JSON: Expecting property name enclosed in double quotes at column 9"),
+        ('{"a": 1}\n{"a": [1, 2\n', r":2: invalid JSON: Expecting ',' delimiter at column 12 \(the file ends there"),
+        ('[\n  {"a": 1},\n  {"a": 2}\n  {"a": 3}\n]\n', r":4: invalid JSON: Expecting ',' delimiter at column 3: "),
+        ("", r": no sentence found \(the file is empty"),
+        ("[]", r": no sentence found \(the file holds only \[\]\)"),
+        ("{\n}\n", r": no sentence found \(the file holds only \{\}\)"),
+    ],
+)
+def test_json_problem_gives_line_and_column(tmp_path, text, expected):
+    path = write(tmp_path / "f.json", text)
+    error = json_problem(path, enumerate(text.splitlines(), start=1), ValueError("from datasets"))
+    assert re.match(re.escape(str(path)) + expected, str(error)), str(error)
+
+
+def test_json_problem_of_valid_json_gives_the_cause(tmp_path):
+    path = write(tmp_path / "f.json", '"just a string"')
+    outer = RuntimeError("An error occurred while generating the dataset")
+    outer.__cause__ = ValueError("the cause")
+    error = json_problem(path, [(1, '"just a string"')], outer)
+    assert str(error).startswith(f"{path}: cannot read the JSON as rows of tokens and tags")
+    assert str(error).endswith(": the cause")
