@@ -8,35 +8,44 @@ spaces (Chinese), and ``mode_for_vocabulary`` picks that mode from a trained voc
 gives pre-tokenized input the offsets it would have if its tokens were joined by single spaces. Every ``Token``
 satisfies ``text[token.char_start:token.char_end] == token.text``, with offsets into the whole input string.
 
-Why a regex tokenizer of our own rather than a library. Measured on this project's CPU, with
-``scripts/tokenizer_agreement.py`` (CoNLL-2003 eng.testb sentences re-joined as raw text, punctuation glued; the
-fraction of the 3,453 sentences whose tokens come back identical) and UD English EWT test paragraphs (sentence
-boundaries inside paragraphs, 1,223 of them, precision / recall):
+Why a regex tokenizer of our own rather than a library. Measured with ``scripts/tokenizer_agreement.py`` (its
+docstring has the command): CoNLL-2003 eng.testb sentences turned back into raw text (punctuation glued as text
+writes it) and tokenized, the fraction of the 3,453 whose tokens come back identical; the precision / recall of the
+1,223 sentence ends inside UD English EWT test paragraphs (sentences joined by a space); speed on eng.train joined
+with spaces (best of 3 on a shared 2-core CPU, so ±30%); import time in a fresh process.
 
-================================  =========  ==========  ==================  ======================
-library (version)                 import     CoNLL same  EWT boundaries P/R  tokens/s, CoNLL train
-================================  =========  ==========  ==================  ======================
-nltk 3.10.4 NLTKWordTokenizer     940 ms*    0.974       0.940 / 0.792 **    86 k
-segtok 1.5.11                     16 ms      0.904       0.959 / 0.764       257 k
-syntok 1.4.4                      11 ms      0.765       0.974 / 0.700       4 k ***
-blingfire 0.1.8                   53-195 ms  0.659       0.984 / 0.694       455 k
-spacy 3.8.18 (blank "en")         470 ms+    0.700       0.957 / 0.771       100 k
-pysbd 0.3.4 (sentences only)      9 ms       –           0.935 / 0.772       15 k
-this module                       3 ms       0.982       0.964 / 0.779       322 k
-================================  =========  ==========  ==================  ======================
+=============================================  =============  =====  ==============  =========
+library (version)                              import         CoNLL  EWT ends P / R  tokens/s
+=============================================  =============  =====  ==============  =========
+nltk 3.10.4 TreebankWordTokenizer (words) [1]  0.2-0.5 s [2]  0.995  –               236 k
+nltk NLTKWordTokenizer + syntok sentences      0.2-0.5 s      0.975  –               87 k
+nltk Punkt without a trained model [3]         0.2-0.3 s      –      0.940 / 0.792   –
+segtok 1.5.11                                  16 ms          0.904  0.959 / 0.764   188-257 k
+syntok 1.4.4                                   11 ms          0.766  0.974 / 0.700   4 k [4]
+blingfire 0.1.8                                50-200 ms      0.659  0.984 / 0.694   620-710 k
+spacy 3.8.18 (blank "en" + sentencizer)        1.3 s          0.701  0.957 / 0.771   260-290 k
+pysbd 0.3.4 (sentences only)                   9 ms           –      0.935 / 0.772   15 k
+this module                                    13 ms [5]      0.997  0.996 / 0.693   175-310 k
+=============================================  =============  =====  ==============  =========
 
-\\* ``import nltk`` imports scipy.stats when SciPy is installed (0.2 s without it). \\*\\* Punkt without a trained
-model (none can be downloaded at run time), which also splits after ``Mr.`` unless given an abbreviation list.
-\\*\\*\\* syntok's paragraph pass is quadratic in the number of paragraphs (282 k tokens/s on single sentences).
-Only NLTK splits words PTB-like, but it costs almost a second at the first call and still needs fixing for CoNLL
-(``cannot``, ``US$``, list numbers ``3.``); syntok splits ``U.S.`` and drops hyphens, segtok leaves ``Washington.``
-whole inside a text, blingfire and spaCy split hyphenated words (``1996-08-28``, ``AL-AIN``) that CoNLL keeps.
-So words are one ``re`` pattern modeled on the Treebank rules with CoNLL's conventions, offsets come from the
-matches themselves (nothing to realign), and sentences end at ``.!?`` (and closing quotes / brackets) followed by
-a space and a token that does not start lowercase, which never happens after an abbreviation, initial or
-initialism because the word pattern keeps their period. The remaining CoNLL differences are mostly the data's own
-(``Austria)118``, ``10=``, ``Year*``, sentences split after ``Co.``). Nothing here imports anything beyond the
-standard library; the pattern is compiled at the first call.
+[1] One CoNLL sentence at a time: it splits only the period that ends its input, so it needs a sentence splitter,
+which NLTK has only as Punkt. [2] 0.94 s where SciPy is installed (``import nltk`` imports scipy.stats), as in
+seqtag's environment. [3] No model can be downloaded at run time; untrained, it splits after ``Mr.`` unless given
+an abbreviation list. [4] Its paragraph pass is quadratic in the number of paragraphs (280 k tokens/s on single
+sentences). [5] Plus 30 ms at the first call, which builds the pattern.
+
+The others split ``U.S.`` (syntok), leave ``Washington.`` whole inside a text (segtok), or split the hyphenated
+words CoNLL keeps (``1996-08-28``, ``AL-AIN``: blingfire, spaCy). NLTK's Treebank rules fit, but cost up to a second
+at the first call, still need a sentence splitter and CoNLL fixes (``cannot``, ``US$``, list numbers ``3.``) and
+realign their tokens to the text after rewriting quotes. So words are one ``re`` pattern with the Treebank rules and
+CoNLL's conventions, whose matches are the offsets, and sentences end at ``. ! ?`` (with the closing quotes and
+brackets written after them) followed by a space and a token that does not start lowercase or with a symbol; the
+word pattern keeps the period of abbreviations, initials and initialisms, so no sentence ends after ``Mr.`` or
+``U.S.`` (inside a paragraph; at its end the period is split off as CoNLL does). Precision is preferred over recall:
+a false sentence end inside a name costs a tagger more than a long sentence, and most missed EWT ends start
+lowercase (``ok. i will``). On eng.train and eng.testa the tokens agree for 0.996 and 0.999 of the sentences, and
+the EWT dev ends score 0.990 / 0.730; the remaining CoNLL differences are the data's own (``Austria)118``, ``...I``,
+a final ``U.S.`` kept whole in some sentences and split in others). Only the standard library is imported.
 """
 
 from __future__ import annotations
@@ -63,8 +72,9 @@ _ABBREVIATIONS = (
 ).split()
 _CLOSERS = frozenset("\"')]}»”’」』）】〕》〉〗")  # may follow a sentence's final punctuation
 _OPENERS = frozenset("\"'`([{“‘«¿¡")  # may start a sentence
-_TERMINATORS = frozenset(".!?")
-_CHAR_TERMINATORS = frozenset("。！？!?")
+_WIDE_TERMINATORS = frozenset("。！？")  # end a sentence with no space after them
+_TERMINATORS = frozenset(".!?") | _WIDE_TERMINATORS
+_CHAR_TERMINATORS = frozenset("!?") | _WIDE_TERMINATORS
 _PARAGRAPH_BREAK = re.compile(r"(?:\r\n|\r|\n)(?:[^\S\r\n]*(?:\r\n|\r|\n))+|\u2029")
 _LINE_BREAK = re.compile(r"\r\n|[\r\n\u2028\u2029\x0b\x0c\x1c-\x1e\x85]")
 
@@ -190,7 +200,11 @@ def _word_sentences(text: str, start: int, end: int) -> list[list[Token]]:
             elif nxt not in _TERMINATORS and (nxt not in _CLOSERS or nxt == '"'):
                 break
             i += 1
-        if i < len(tokens) and (tokens[i].char_start == tokens[i - 1].char_end or not _starts_sentence(tokens[i].text)):
+        if i < len(tokens) and not (
+            tok.text in _WIDE_TERMINATORS
+            or tokens[i].char_start > tokens[i - 1].char_end
+            and _starts_sentence(tokens[i].text)
+        ):
             continue  # "world.Next", "Yahoo! is", "Great! :)": not a sentence end
         sentences.append(tokens[begin:i])
         begin = i
@@ -224,8 +238,8 @@ def tokenize(text: str, mode: Literal["words", "chars"] = "words") -> list[list[
     """Split raw text into sentences of tokens with character offsets into ``text``.
 
     Blank lines always end a sentence. A single newline ends one in ``"chars"`` mode only; in ``"words"`` mode it is
-    a space (text wrapped at a fixed width stays whole; give one sentence per line through separate calls, or as
-    paragraphs, where lines are sentences).
+    a space, so text wrapped at a fixed width keeps its sentences whole (for a file of one sentence per line, call
+    this per line and add the line's offset). Sentences also end after ``。！？`` in ``"words"`` mode.
 
     Args:
         text: the raw text.

@@ -114,6 +114,10 @@ def test_paragraphs_split_at_blank_lines_and_a_single_newline_does_not_end_a_sen
     assert texts(tokenize(text)) == [["First", "para", "still", "the", "first"], ["Second", "para"], ["Third"]]
 
 
+def test_words_mode_ends_sentences_after_wide_terminators_without_a_space():
+    assert texts(tokenize("中文English文本。上海！好")) == [["中文English文本", "。"], ["上海", "！"], ["好"]]
+
+
 def test_chars_mode_gives_single_character_sentences():
     text = "北京欢迎你。上海也欢迎你！"
     sentences = tokenize(text, mode="chars")
