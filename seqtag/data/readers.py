@@ -343,17 +343,25 @@ def guess_format(source: str) -> str:
 
 def sniff_predict_format(path: str | Path, encoding: str = "utf-8") -> str:
     """``"conll"`` when the file looks like columns (one token per line, blank lines between sentences), else
-    ``"text"`` (one sentence per line)."""
+    ``"text"`` (one sentence per line).
+
+    The first 2000 lines decide; when they hold no blank line yet, the file is read on to its first one, so that a
+    sentence of more than 2000 tokens in columns is not taken for 2000 sentences of text.
+    """
     blank = 0
     widths: set[int] = set()
     lines = 0
     for _, line in _open_lines(Path(path), encoding):
         if not line.strip():
             blank += 1
+            if lines >= 2000:
+                break
             continue
-        lines += 1
         widths.add(len(_COLUMN_SEPARATOR.split(line.strip(" \t"))))
-        if lines >= 2000:
+        if len(widths) > 1:
+            break  # lines of different widths: text
+        lines += 1
+        if lines >= 2000 and blank:
             break
     return "conll" if (blank > 0 and len(widths) == 1 and max(widths) <= 12) or lines == 1 and widths == {1} else "text"
 

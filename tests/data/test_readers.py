@@ -230,6 +230,10 @@ def test_predict_format_sniffing(tmp_path):
     conll = write(tmp_path / "b.txt", "EU B-ORG\nrejects O\n\nPeter B-PER\n")
     assert sniff_predict_format(conll) == "conll"
     assert count_columns(conll) == 2
+    long = write(tmp_path / "long.txt", "john\n" * 3000 + "\nmary\n")  # a sentence longer than the lines sniffed
+    assert sniff_predict_format(long) == "conll"
+    assert sniff_predict_format(write(tmp_path / "words.txt", "john\n" * 3000)) == "text"
+    assert sniff_predict_format(write(tmp_path / "mixed.txt", "john\n" * 3000 + "mary saw\n\n")) == "text"
 
 
 def test_real_conll2003_and_ewt_counts(shared_data):
