@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from typing import Any
 
 # Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning, which otherwise slows 2-thread runs by
@@ -78,6 +79,19 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _run(args: list[str], from_console: bool) -> int:
+    """Runs the command ``args[0]`` and returns its exit status."""
+    if args[0] in EXTRA_COMMANDS:
+        module, function = EXTRA_COMMANDS[args[0]][0].split(":")
+        return getattr(importlib.import_module(module), function)(args[1:])
+    from seqtag.commands.tagger import cli_main
+
+    if from_console:
+        sys.argv[1:] = args  # LightningCLI reads sys.argv itself, and warns when given a second argument list
+    cli_main(None if from_console else args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``seqtag`` console script; returns the exit status."""
     from_console = argv is None or argv == sys.argv[1:]
@@ -89,29 +103,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     # A fit is `seqtag fit ...`, `seqtag lm fit ...` or, after LightningCLI's own options, `seqtag -c CONFIG fit ...`.
     fitting = args[0] == "fit" or args[:2] == ["lm", "fit"] or (args[0].startswith("-") and "fit" in args)
-    quiet_libraries(fitting=fitting)
     status = 1  # an exception that is not an input error ends the W&B run as failed
-    try:
-        if args[0] in EXTRA_COMMANDS:
-            module, function = EXTRA_COMMANDS[args[0]][0].split(":")
-            status = getattr(importlib.import_module(module), function)(args[1:])
-        else:
-            from seqtag.commands.tagger import cli_main
-
-            if from_console:
-                sys.argv[1:] = args  # LightningCLI reads sys.argv itself, and warns when given a second argument list
-            cli_main(None if from_console else args)
-            status = 0
-        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
-    except SeqtagInputError as err:
-        status = 2
-        if debug:
-            raise
-        print(f"seqtag: error: {err}", file=sys.stderr)
-    except BrokenPipeError:
-        status = quiet_broken_pipe()
-    finally:
-        finish_wandb_run(status)
+    with warnings.catch_warnings():  # the filters last as long as the command (main may run twice in one process)
+        quiet_libraries(fitting=fitting)
+        try:
+            status = _run(args, from_console)
+            sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        except SeqtagInputError as err:
+            status = 2
+            if debug:
+                raise
+            print(f"seqtag: error: {err}", file=sys.stderr)
+        except BrokenPipeError:
+            status = quiet_broken_pipe()
+        finally:
+            finish_wandb_run(status)
     return status
 
 

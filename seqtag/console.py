@@ -22,6 +22,13 @@ def _not_an_advertisement(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("💡 Tip:")
 
 
+def _is_terminal(stream: object) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
 def quiet_libraries(fitting: bool) -> None:
     """Installs seqtag's warning and logging filters for a command run from the console.
 
@@ -46,6 +53,10 @@ def quiet_libraries(fitting: bool) -> None:
         warnings.filterwarnings(
             "ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create", category=UserWarning
         )
+    if not _is_terminal(sys.stderr):
+        # A progress bar redraws itself with carriage returns: in a log file or a pipe each redraw is one more run of
+        # junk. `datasets` reads this when imported (the command imports it later), and child processes inherit it.
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     for name in _LIGHTNING_INFO_LOGGERS:
         logger = logging.getLogger(name)
         if _not_an_advertisement not in logger.filters:
