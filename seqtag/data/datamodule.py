@@ -401,10 +401,17 @@ class TaggingDataModule(L.LightningDataModule):
         label_index = vocab.label_index
         unknown: set[str] = set()
         if split != "predict" and vocab.scheme is not None:
-            for i, tags in enumerate(raw["tags"]):
-                problem = schemes.validate_tags(tags, self.data_scheme)
-                if problem:
-                    raise SeqtagInputError(f"{source}: sentence {i + 1}: {problem}")
+            bad = schemes.find_bad_tag(raw["tags"], self.data_scheme)
+            if bad is not None:
+                from seqtag.data.readers import tag_error  # reads the file again to name the line
+
+                sentence, position, problem = bad
+                read_split = split
+                if getattr(hp, split) is None:  # the validation part of train: its sentences come after the rest
+                    sentence += len(self._read_train_full()) - len(raw)
+                    read_split = "train"
+                names = ("format", "token_column", "tag_column", "encoding", "hub_config", "feature_columns")
+                raise tag_error(source, sentence, position, problem, split=read_split, **{n: hp[n] for n in names})
         if split in ("validation", "test"):
             for tags in raw["tags"]:
                 unknown.update(t for t in self.to_training_tags(tags, source) if t not in label_index)

@@ -176,7 +176,7 @@ def test_cli_fits_and_tags_with_the_pos_column(shared_data, tmp_path):
     jsonl = tmp_path / "pred.jsonl"
     seqtag("predict", *args, *options, "--data.predict", predict, "--predict_output", jsonl, "--predict_format=jsonl")
     record = json.loads(jsonl.read_text().splitlines()[1])
-    assert record["tokens"] == ["Rates", "rose"] and record["features"] == [["NNS", "VBD"]]
+    assert [t["text"] for t in record["tokens"]] == ["Rates", "rose"] and record["features"] == [["NNS", "VBD"]]
     assert len(record["tags"]) == 2
     scored = tmp_path / "scored.conll"  # with gold chunks: token, POS, gold, prediction, as conlleval reads
     seqtag("predict", *args, *options, "--data.predict", train, "--predict_output", scored)
