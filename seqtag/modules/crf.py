@@ -14,6 +14,9 @@ for Named Entity Recognition"; allenai/allennlp ``allennlp/modules/conditional_r
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +29,36 @@ TREE_MAX_ELEMENTS = 2**25
 # with the identity is exact even next to forbidden (-1e4) entries; and not -inf, whose products would give
 # logsumexp(-inf, ..., -inf) and NaN gradients.
 IDENTITY_OFF_DIAGONAL = -1e30
+
+
+class _Lattice(NamedTuple):
+    """Forward and backward scores of a right-padded batch in scaled form, float64 (see ``_forward_backward_scaled``).
+
+    Tag-major. With ``x = states[:, 0]`` (forward), ``z = states[:, 1].flip(0)`` (backward, stored in reverse time
+    order: ``states[i, 1]`` is token ``T - 1 - i``), ``P = factors`` and ``r = T - 1 - t``:
+
+    - ``log_alpha[b, t] = log(x[t, :, b] * P[t, :, b]) + shifts[t, 0, 0, b] + peaks[t, 0, b]``;
+    - ``log_beta[b, t] = log(states[r, 1, :, b]) + shifts[r, 1, 0, b]``;
+    - for ``t >= 1``, ``P[t, y, b] = exp(emissions[b, t, y] + column_max[y] - peaks[t, 0, b])``.
+
+    Values past a sequence's end are unspecified.
+    """
+
+    states: Tensor  # (T, 2, K, B)
+    factors: Tensor  # (T, K, B)
+    shifts: Tensor  # (T, 2, 1, B)
+    peaks: Tensor  # (T, 1, B)
+    exp_transitions: Tensor  # (K, K) exp(transitions - column_max)
+    column_max: Tensor  # (K,)
+    log_z: Tensor  # (B,)
+
+
+class _Exact(NamedTuple):
+    """Log-space forward-backward scores of the sequences ``rows`` of a batch, where the scaled form underflows."""
+
+    rows: Tensor  # (R,) batch indices
+    log_alpha: Tensor  # (R, T, K)
+    log_beta: Tensor  # (R, T, K)
 
 
 class ConditionalRandomField(nn.Module):
@@ -154,6 +187,10 @@ class ConditionalRandomField(nn.Module):
         end = torch.where(allowed[:k, k + 1], end, forbidden)  # (K,)
         return transitions, start, end
 
+    def _compute_dtype(self, emissions: Tensor) -> torch.dtype:
+        """The dtype results are computed and returned in: float32, or float64 if emissions or parameters are."""
+        return torch.promote_types(torch.promote_types(emissions.dtype, self.transitions.dtype), torch.float32)
+
     def _check(self, emissions: Tensor, tags: Tensor | None, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Validate shapes and return ``(emissions, mask)`` in compute dtype / bool.
 
@@ -182,7 +219,7 @@ class ConditionalRandomField(nn.Module):
         else:
             # On an accelerator, checked without waiting for the device (no host sync in every training step).
             torch._assert_async(mask[:, 0].all(), "Expected mask[:, 0] to be all True")
-        dtype = torch.promote_types(torch.promote_types(emissions.dtype, self.transitions.dtype), torch.float32)
+        dtype = self._compute_dtype(emissions)
         # Zero padded emissions so that inf/nan there cannot leak into results or gradients.
         emissions = torch.where(mask.unsqueeze(2), emissions.to(dtype), 0)
         return emissions, mask
@@ -255,6 +292,210 @@ class ConditionalRandomField(nn.Module):
             path.reverse()
             tags = torch.cat(path, dim=1)  # (B, T)
             return tags.masked_fill(~mask, 0)
+
+    def forward_backward(self, emissions: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Forward and backward log-scores of every tag at every token, and the log partition (no gradients).
+
+        ``log_alpha[b, t, y]`` is the log-sum of ``exp(score)`` over the allowed tag prefixes of tokens ``0..t``
+        that end in ``y``: start transition, transitions and emissions up to and including token ``t``.
+        ``log_beta[b, t, y]`` is the same over the allowed continuations after tag ``y`` at ``t``: transitions and
+        emissions of the later tokens and the end transition, but not emission ``t`` (at the last real token it is
+        ``end[y]``). So ``log_alpha + log_beta - log_z`` is ``log p(y_t = y)``.
+
+        Tags that no allowed path reaches at ``t`` get ``-inf``, as do masked positions. Scores several hundred
+        nats below the best tag's at that token lose precision and then become ``-inf`` as float64 underflows;
+        ``log_z`` and the marginals are not affected. A sequence without any allowed path is scored as
+        :meth:`log_partition` scores it, with forbidden transitions at ``FORBIDDEN_SCORE``. See
+        :meth:`_forward_backward_scaled` for the algorithm.
+
+        Shape:
+            emissions: (B, T, K) float
+            mask: (B, T) bool
+            returns: (B, T, K), (B, T, K), (B,) float
+        """
+        with torch.no_grad(), torch.autocast(device_type=emissions.device.type, enabled=False):
+            emissions, mask = self._check(emissions, None, mask)
+            b, t, k = emissions.shape
+            lengths = mask.sum(1)  # (B,)
+            order = None
+            if not torch.equal(mask, self._right_padded(lengths, t)):
+                # The passes need right padding: real tokens first (stable sort), results put back below.
+                order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True).unsqueeze(2).expand(b, t, k)
+                emissions = emissions.gather(1, order)  # (B, T, K)
+            lattice, exact = self._lattice(emissions, lengths)
+            states, shifts = lattice.states, lattice.shifts
+            log_alpha = (states[:, 0] * lattice.factors).log_() + shifts[:, 0] + lattice.peaks  # (T, K, B)
+            log_beta = (states[:, 1].log() + shifts[:, 1]).flip(0)  # (T, K, B) in token order
+            log_alpha, log_beta = log_alpha.permute(2, 0, 1), log_beta.permute(2, 0, 1)  # (B, T, K)
+            if exact is not None:
+                log_alpha[exact.rows], log_beta[exact.rows] = exact.log_alpha, exact.log_beta
+            padding = ~self._right_padded(lengths, t).unsqueeze(2)  # (B, T, 1)
+            log_alpha = log_alpha.masked_fill(padding, float("-inf"))
+            log_beta = log_beta.masked_fill(padding, float("-inf"))
+            if order is not None:
+                log_alpha = torch.empty_like(log_alpha).scatter_(1, order, log_alpha)
+                log_beta = torch.empty_like(log_beta).scatter_(1, order, log_beta)
+            dtype = emissions.dtype
+            return log_alpha.to(dtype), log_beta.to(dtype), lattice.log_z.to(dtype)
+
+    def marginals(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Probability of each tag at each token under the CRF, ``p(y_t = y | emissions)`` (no gradients).
+
+        Shape:
+            emissions: (B, T, K) float
+            mask: (B, T) bool
+            returns: (B, T, K) float; each real token's row sums to 1, masked positions are all 0
+        """
+        log_alpha, log_beta, log_z = self.forward_backward(emissions, mask)
+        # exp(-inf) = 0 at masked positions and for unreachable tags.
+        return torch.exp(log_alpha + log_beta - log_z[:, None, None])  # (B, T, K)
+
+    def segment_log_probs(
+        self,
+        emissions: Tensor,
+        mask: Tensor | None,
+        tags: Tensor,
+        segments: Tensor,
+        before: Tensor | None = None,
+        after: Tensor | None = None,
+    ) -> Tensor:
+        """Log-probability of tag segments: a run of given tags, entered and left only through given tags.
+
+        For segment ``n = (b, start, end)`` of sequence ``b`` (``end`` exclusive) this is the log-probability that
+        tokens ``start .. end - 1`` carry the tags ``tags[b, start:end]``, that the tag ``p`` before ``start``
+        satisfies ``before[p, tags[b, start]]`` (the sequence start always does) and that the tag ``q`` after the
+        segment satisfies ``after[tags[b, end - 1], q]`` (the sequence end always does). With
+        ``before = after = None`` it is the probability of those tags alone. Computed from :meth:`_lattice` at the
+        segment ends only, so many segments cost little more than one forward-backward pass. No gradients.
+
+        Args:
+            emissions: unnormalized tag scores.
+            mask: True for real tokens, right padded (real tokens first), or None (all True).
+            tags: tag ids; values at masked positions are ignored.
+            segments: ``(batch index, start, end)`` rows with ``0 <= start < end <= length``.
+            before: which previous tags may enter a segment, by its first tag. Default: any.
+            after: which next tags may follow a segment, by its last tag. Default: any.
+
+        Returns:
+            Log-probability of each segment.
+
+        Raises:
+            ValueError: for a mask with padding between real tokens, or a segment outside its sequence.
+
+        Shape:
+            emissions: (B, T, K) float
+            mask: (B, T) bool
+            tags: (B, T) long
+            segments: (N, 3) long
+            before, after: (K, K) bool, ``[previous tag, next tag]``
+            returns: (N,) float
+        """
+        with torch.no_grad(), torch.autocast(device_type=emissions.device.type, enabled=False):
+            emissions, mask = self._check(emissions, tags, mask)
+            b, t, k = emissions.shape
+            lengths = mask.sum(1)  # (B,)
+            if not torch.equal(mask, self._right_padded(lengths, t)):
+                raise ValueError("Expected a right-padded mask (real tokens first), got padding between real tokens")
+            if segments.dim() != 2 or segments.size(1) != 3:
+                raise ValueError(f"Expected segments of shape (N, 3), got {tuple(segments.shape)}")
+            for name, table in (("before", before), ("after", after)):
+                if table is not None and table.shape != (k, k):
+                    raise ValueError(f"Expected {name} of shape {(k, k)}, got {tuple(table.shape)}")
+            index, starts, ends = segments.long().unbind(1)  # (N,) each
+            if len(index) and not bool(
+                ((index >= 0) & (index < b)).all()
+                and ((starts >= 0) & (starts < ends)).all()
+                and (ends <= lengths[index.clamp(0, b - 1)]).all()
+            ):
+                raise ValueError("Expected segments (b, start, end) with 0 <= b < B and 0 <= start < end <= length")
+            dtype = emissions.dtype
+            lattice, exact = self._lattice(emissions, lengths)
+            transitions, start_scores, end_scores = self._scores(torch.float64)
+            everything = torch.ones(k, k, dtype=torch.bool, device=emissions.device)
+            before = everything if before is None else before.to(device=emissions.device, dtype=torch.bool)
+            after = everything if after is None else after.to(device=emissions.device, dtype=torch.bool)
+            tags = torch.where(mask, tags.long(), 0)  # (B, T)
+            first, last = tags[index, starts], tags[index, ends - 1]  # (N,)
+            prev = (starts - 1).clamp_min(0)  # (N,) token before the segment, or any valid position
+            has_next = ends < lengths[index]  # (N,)
+            nxt = torch.where(has_next, ends, lengths[index] - 1)  # (N,) token after the segment, or any valid one
+
+            # Into the segment: log sum over allowed p of exp(log_alpha[start - 1, p] + transitions[p, first]).
+            # Out of it: log sum over allowed q of exp(transitions[last, q] + emissions[end, q] + log_beta[end, q]).
+            # Both in the lattice's scaled probabilities: alpha = x * P, and for a token >= 1, P * exp_transitions
+            # gives exp(emission + transition) up to the shifts, as exp_transitions has -column_max and P +column_max.
+            exp_transitions, states, factors = lattice.exp_transitions, lattice.states, lattice.factors
+            alpha = states[prev, 0, :, index] * factors[prev, :, index]  # (N, K)
+            head = (alpha * (exp_transitions * before)[:, first].T).sum(1).log()  # (N,)
+            head += lattice.column_max[first] + lattice.shifts[prev, 0, 0, index] + lattice.peaks[prev, 0, index]
+            step = t - 1 - nxt  # (N,) where the backward pass stored token nxt
+            beta = states[step, 1, :, index] * factors[nxt, :, index]  # (N, K)
+            tail = (beta * (exp_transitions * after)[last]).sum(1).log()  # (N,)
+            tail += lattice.peaks[nxt, 0, index] + lattice.shifts[step, 1, 0, index]
+            if exact is not None:
+                # The same sums in log space for the segments of the sequences the lattice cannot hold.
+                row_of = torch.full_like(lengths, -1)
+                row_of[exact.rows] = torch.arange(len(exact.rows), device=row_of.device)
+                redo = (row_of[index] >= 0).nonzero().squeeze(1)  # (M,) segments
+                row, first_r, last_r = row_of[index[redo]], first[redo], last[redo]  # (M,)
+                into = exact.log_alpha[row, prev[redo]] + transitions[:, first_r].T  # (M, K)
+                head[redo] = torch.logsumexp(into.masked_fill(~before[:, first_r].T, -math.inf), 1)
+                out = transitions[last_r] + emissions[index[redo], nxt[redo]].double()  # (M, K)
+                out += exact.log_beta[row, nxt[redo]]
+                tail[redo] = torch.logsumexp(out.masked_fill(~after[last_r], -math.inf), 1)
+            head = torch.where(starts > 0, head, start_scores[first])  # (N,)
+            tail = torch.where(has_next, tail, end_scores[last])  # (N,)
+
+            # The segment itself: token t scores emission t and the transition into t; float64 like the lattice,
+            # also because prefix sums are subtracted.
+            token = emissions.gather(2, tags.unsqueeze(2)).squeeze(2).double()  # (B, T)
+            token[:, 1:] += transitions[tags[:, :-1], tags[:, 1:]]
+            prefix = token.cumsum(1)  # (B, T)
+            inside = prefix[index, ends - 1] - prefix[index, starts] + emissions[index, starts, first].double()
+            return (head + inside + tail - lattice.log_z[index]).to(dtype)  # (N,)
+
+    def nbest(self, emissions: Tensor, mask: Tensor | None, k: int) -> tuple[Tensor, Tensor]:
+        """The ``k`` most likely allowed tag sequences of each batch element (list Viterbi), best first.
+
+        Exact: for every token and tag the ``k`` best partial paths are kept, and each step picks, for every tag,
+        the ``k`` best extensions out of ``K * k`` candidates. ``k = 1`` is :meth:`decode`. When a sequence has
+        fewer than ``k`` allowed tag sequences, the remaining rows get log-probability ``-inf`` (their tags are
+        meaningless), as does a sequence with no allowed path at all.
+
+        Args:
+            emissions: unnormalized tag scores.
+            mask: True for real tokens, or None (all True).
+            k: number of sequences to return.
+
+        Returns:
+            ``(tags, log_probs)``: tag ids, 0 where ``mask`` is False, and ``log p(tags | emissions)``, the
+            same value :meth:`forward` gives for those tags.
+
+        Raises:
+            ValueError: if ``k`` is not a positive int.
+
+        Shape:
+            emissions: (B, T, K) float
+            mask: (B, T) bool
+            returns: (B, k, T) long, (B, k) float, sorted by decreasing log-probability
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k should be a positive int, got {k!r}")
+        with torch.no_grad(), torch.autocast(device_type=emissions.device.type, enabled=False):
+            emissions, mask = self._check(emissions, None, mask)
+            transitions, start, end = self._scores(emissions.dtype)
+            if k == 1:
+                # The same path as decode, ties included.
+                tags = self.decode(emissions, mask).unsqueeze(1)  # (B, 1, T)
+                scores = self._path_score(emissions, tags[:, 0], mask, transitions, start, end).unsqueeze(1)
+            else:
+                tags, scores = self._list_viterbi(emissions, mask, transitions, start, end, k)
+            log_z = self._log_partition(emissions, mask, transitions, start, end)  # (B,)
+            # Ranking by FORBIDDEN_SCORE puts every allowed path before any forbidden one; the forbidden ones and
+            # the filler rows (score -inf) are then marked -inf.
+            valid = self._allowed_paths(tags, mask) & (scores > float("-inf"))
+            log_probs = torch.where(valid, scores - log_z.unsqueeze(1), float("-inf"))  # (B, k)
+            return tags.masked_fill(~mask.unsqueeze(1), 0), log_probs
 
     # ------------------------------------------------------------------------------------------------ algorithms
 
@@ -349,3 +590,222 @@ class ConditionalRandomField(nn.Module):
         score = score + torch.where(mask[:, 1:], transitions[prev_tags, tags[:, 1:]], 0).sum(1)
         last_tags = tags.gather(1, last_real[:, -1:]).squeeze(1)  # (B,)
         return score + end[last_tags]
+
+    # ------------------------------------------------------------------------------------------------ inference
+
+    @staticmethod
+    def _right_padded(lengths: Tensor, t: int) -> Tensor:
+        """(B,) lengths -> (B, T) bool mask of the first ``lengths[b]`` positions."""
+        return torch.arange(t, device=lengths.device) < lengths.unsqueeze(1)
+
+    def _lattice(self, emissions: Tensor, lengths: Tensor) -> tuple[_Lattice, _Exact | None]:
+        """Forward-backward scores of right-padded, checked emissions.
+
+        :meth:`_forward_backward_scaled` computes them; the sequences where it underflows are recomputed by
+        :meth:`_forward_backward_log` and returned beside the lattice (their ``log_z`` is updated in it), since the
+        scaled form cannot hold them.
+
+        Args:
+            emissions: (B, T, K) from :meth:`_check`, right padded.
+            lengths: (B,) number of real tokens.
+
+        Returns:
+            ``(lattice, exact)``; ``exact`` is None when every sequence is exact in the lattice.
+        """
+        # float64: products of two small probabilities are common, and float32 would make them denormal (slow on
+        # CPUs) or zero; float64 leaves room for score gaps of about 700 nats.
+        emissions = emissions.double()
+        transitions, start, end = self._scores(torch.float64)
+        lattice, ok = self._forward_backward_scaled(emissions, lengths, transitions, start, end)
+        if bool(ok.all()):
+            return lattice, None
+        rows = (~ok).nonzero().squeeze(1)  # (R,)
+        mask = self._right_padded(lengths[rows], emissions.shape[1])  # (R, T)
+        log_alpha, log_beta, log_z = self._forward_backward_log(emissions[rows], mask, transitions, start, end)
+        lattice.log_z[rows] = log_z
+        return lattice, _Exact(rows, log_alpha, log_beta)
+
+    @staticmethod
+    def _forward_backward_scaled(
+        emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+    ) -> tuple[_Lattice, Tensor]:
+        """Forward and backward passes in probability space with one normalization per step (Rabiner 1989, §V.A).
+
+        In log space every step takes ``B * K * K`` exponentials; here a step is a ``(K, K) @ (K, B)`` product with
+        the exponentiated transitions, and the emissions are exponentiated once, before the loop. With
+        ``E = exp(transitions - c)``, ``c`` the maximum of each column (so ``E`` lies in [0, 1] with a 1 in every
+        column, and forbidden transitions are ``exp(FORBIDDEN_SCORE) = 0``), and ``P_t = exp(e_t + c - m_t)``,
+        ``m_t`` its maximum over tags:
+
+        * forward, ``x_t ∝ exp(alpha_t - e_t - c)``: ``x_{t+1} = E^T (x_t * P_t)``, and ``x_0 * P_0 ∝ exp(alpha_0)``;
+        * backward, ``z_t ∝ exp(beta_t)``: ``z_t = E (z_{t+1} * P_{t+1})``, reset to ``exp(end)`` at the last token
+          of each sequence (the steps past it compute garbage that the reset discards).
+
+        Both passes advance in the same loop iteration. Each new state is divided by its sum and the log of the
+        sum goes into a running shift. Rounding stays relative to the state as long as the sum stays above
+        ``tiny / eps`` (about 1e-292 in float64): a step then loses at most about ``K * eps`` of the mass to
+        underflow. Below it (scores that contradict each other by about 670 nats, or no allowed path at all) the
+        sequence is reported in ``ok`` for recomputation.
+
+        Args:
+            emissions: (B, T, K), right padded, contiguous.
+            lengths: (B,) number of real tokens, at least 1.
+            transitions, start, end: constrained scores from :meth:`_scores`, float64.
+
+        Returns:
+            ``(lattice, ok (B,) bool)``.
+        """
+        b, t, k = emissions.shape
+        f64 = torch.float64
+        column_max = transitions.amax(0)  # (K,) over previous tags
+        exp_transitions = (transitions - column_max).exp()  # (K, K) [prev, cur]
+        forward_matrix = exp_transitions.T.contiguous()  # (K, K) [cur, prev]
+
+        factors = torch.empty(t, k, b, dtype=f64, device=emissions.device)  # (T, K, B) P_t
+        factors.view(t * k, b).copy_(emissions.reshape(b, t * k).T)  # a 2-D transpose is the fast one
+        factors += column_max.unsqueeze(1)
+        peaks = factors.amax(1, keepdim=True)  # (T, 1, B)
+        factors.sub_(peaks).exp_()
+        alpha = start.unsqueeze(1) + emissions[:, 0].T.to(f64)  # (K, B) alpha_0
+        peaks[0] = alpha.amax(0, keepdim=True)
+        factors[0] = (alpha - peaks[0]).exp()  # x_0 = 1; the backward pass never reads P_0
+
+        end_max = end.amax()
+        last_state = (end - end_max).exp().unsqueeze(1)  # (K, 1) z at the last token, up to end_max
+        is_last = (lengths == torch.arange(1, t + 1, device=lengths.device).unsqueeze(1)).unsqueeze(1)  # (T, 1, B)
+        states = torch.empty(t, 2, k, b, dtype=f64, device=emissions.device)  # states[i, 1] is token T - 1 - i
+        states[0, 0] = 1.0
+        states[0, 1] = torch.where(is_last[t - 1], last_state, 0.0)
+        sums = torch.ones(t, 2, 1, b, dtype=f64, device=emissions.device)  # what states[i] was divided by
+        state_steps, factor_steps, sum_steps = states.unbind(0), factors.unbind(0), sums.unbind(0)
+        for i in range(1, t):
+            forward, backward = state_steps[i].unbind(0)  # (K, B) each
+            torch.mm(forward_matrix, state_steps[i - 1][0] * factor_steps[i - 1], out=forward)
+            torch.mm(exp_transitions, state_steps[i - 1][1] * factor_steps[t - i], out=backward)
+            torch.sum(state_steps[i], 1, keepdim=True, out=sum_steps[i])
+            state_steps[i].mul_(sum_steps[i].reciprocal())
+            # Sequences whose last token is T - 1 - i start their backward pass here.
+            torch.where(is_last[t - 1 - i], last_state, backward, out=backward)
+
+        # Forward shift of token i: sum over steps j < i of peaks[j] + log sums[j + 1]; garbage past a sequence's
+        # end only reaches later tokens of the same sequence.
+        forward_shift = torch.cat([torch.zeros_like(peaks[:1]), peaks[:-1] + sums[1:, 0].log()]).cumsum(0)
+        # Backward shift of token u: end_max + sum over tokens u .. n - 2 of log sums + peaks of the next token;
+        # tokens from n - 1 on contribute nothing, which also drops the garbage (and resets at the last token).
+        positions = torch.arange(t, device=emissions.device).view(t, 1, 1)
+        before_last = positions < (lengths - 1)  # (T, 1, B)
+        reversed_sums = sums[:, 1].flip(0)  # (T, 1, B) token order
+        increments = torch.zeros_like(peaks)
+        increments[:-1] = peaks[1:] + reversed_sums[:-1].log()
+        increments = torch.where(before_last, increments, 0.0)
+        backward_shift = increments.flip(0).cumsum(0) + end_max  # (T, 1, B) reverse order, as states[:, 1]
+        shifts = torch.stack([forward_shift, backward_shift], 1)  # (T, 2, 1, B)
+
+        batch = torch.arange(b, device=emissions.device)
+        last = lengths - 1
+        alpha = states[last, 0, :, batch] * factors[last, :, batch]  # (B, K) alpha at the last token, scaled
+        log_z = (alpha * last_state.T).sum(1).log() + shifts[last, 0, 0, batch] + peaks[last, 0, batch] + end_max
+        lattice = _Lattice(states, factors, shifts, peaks, exp_transitions, column_max, log_z)
+
+        info = torch.finfo(f64)
+        precise = sums[1:, :, 0] >= info.tiny / info.eps  # (T-1, 2, B)
+        steps = positions[1:, :, 0]  # (T-1, 1)
+        # Forward step i computes token i; backward step i computes token T - 1 - i, real work below n - 1.
+        needed = torch.stack([steps < lengths, t - 1 - steps < lengths - 1], 1)  # (T-1, 2, B)
+        ok = (precise | ~needed).all(0).all(0) & torch.isfinite(log_z)  # (B,)
+        return lattice, ok
+
+    @staticmethod
+    def _forward_backward_log(
+        emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Forward and backward algorithms in log space: slower, but exact for any scores.
+
+        Args:
+            emissions: (B, T, K).
+            mask: (B, T) bool, right padded.
+            transitions, start, end: constrained scores from :meth:`_scores`.
+
+        Returns:
+            ``(log_alpha (B, T, K), log_beta (B, T, K), log_z (B,))``; values at padded positions are finite but
+            unspecified.
+        """
+        steps = mask.unsqueeze(2).unbind(1)  # T x (B, 1)
+        alpha = start + emissions[:, 0]  # (B, K)
+        alphas = [alpha]
+        for emission, step in zip(emissions.unbind(1)[1:], steps[1:]):
+            # alpha[b, prev, None] + transitions[prev, cur], summed over prev
+            nxt = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emission  # (B, K)
+            alpha = torch.where(step, nxt, alpha)
+            alphas.append(alpha)
+        log_z = torch.logsumexp(alpha + end, dim=1)  # (B,): masked steps carried the last real alpha
+        beta = end.expand_as(alpha)  # (B, K)
+        betas = [beta]
+        for emission, step in zip(reversed(emissions.unbind(1)[1:]), reversed(steps[1:])):
+            # transitions[cur, nxt] + emission[b, None, nxt] + beta[b, None, nxt], summed over nxt
+            nxt = torch.logsumexp(transitions + (emission + beta).unsqueeze(1), dim=2)  # (B, K)
+            # Before a masked step the token is the last real one (right padding): its beta is the end score.
+            beta = torch.where(step, nxt, end)
+            betas.append(beta)
+        return torch.stack(alphas, 1), torch.stack(betas[::-1], 1), log_z
+
+    @staticmethod
+    def _list_viterbi(
+        emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor, k: int
+    ) -> tuple[Tensor, Tensor]:
+        """The ``k`` best tag sequences by score, forbidden transitions at ``FORBIDDEN_SCORE``.
+
+        State ``score[b, tag, rank]`` is the ``rank``-th best score of a path over the tokens so far that ends in
+        ``tag``; missing ranks are ``-inf``. A backpointer stores ``prev_tag * k + prev_rank``.
+
+        Args:
+            emissions: (B, T, K).
+            mask: (B, T) bool.
+            transitions, start, end: constrained scores from :meth:`_scores`.
+            k: number of paths.
+
+        Returns:
+            ``(tags (B, k, T), scores (B, k))``; rows with score ``-inf`` hold arbitrary tags.
+        """
+        b, _, num_tags = emissions.shape
+        score = emissions.new_full((b, num_tags, k), float("-inf"))  # (B, K, k)
+        score[:, :, 0] = start + emissions[:, 0]
+        keep = torch.arange(num_tags * k, device=emissions.device).expand(b, num_tags * k)  # identity pointers
+        backpointers = []
+        for emission, step in zip(emissions.unbind(1)[1:], mask.unbind(1)[1:]):  # (B, K), (B,)
+            # candidates[b, prev * k + rank, cur] = score[b, prev, rank] + transitions[prev, cur]
+            candidates = (score.unsqueeze(3) + transitions.unsqueeze(1)).reshape(b, num_tags * k, num_tags)
+            best, pointers = candidates.topk(k, dim=1)  # (B, k, K) sorted by score for each cur
+            new = best.transpose(1, 2) + emission.unsqueeze(2)  # (B, K, k)
+            score = torch.where(step.view(b, 1, 1), new, score)
+            # A masked step keeps every path: the state at i is the state at i - 1.
+            backpointers.append(torch.where(step.unsqueeze(1), pointers.transpose(1, 2).reshape(b, -1), keep))
+        scores, state = (score + end.unsqueeze(1)).reshape(b, num_tags * k).topk(k, dim=1)  # (B, k), (B, k)
+        path = [state // k]
+        for pointers in reversed(backpointers):
+            state = pointers.gather(1, state)  # (B, k) flat prev_tag * k + prev_rank
+            path.append(state // k)
+        path.reverse()
+        return torch.stack(path, dim=2), scores  # (B, k, T), (B, k)
+
+    def _allowed_paths(self, tags: Tensor, mask: Tensor) -> Tensor:
+        """Whether each tag sequence uses only allowed transitions (START and END included).
+
+        Args:
+            tags: (B, N, T) long, any tag ids at masked positions.
+            mask: (B, T) bool with ``mask[:, 0]`` True.
+
+        Returns:
+            (B, N) bool.
+        """
+        b, n, t = tags.shape
+        k = self.num_tags
+        allowed = self.constraint_mask > 0.5  # (K+2, K+2)
+        positions = torch.arange(t, device=mask.device).expand(b, t)
+        # Index of the last real token at or before each position, as in _path_score.
+        last_real = torch.where(mask, positions, -1).cummax(dim=1).values  # (B, T)
+        index = last_real.unsqueeze(1).expand(b, n, t)  # (B, N, T)
+        prev_tags = tags.gather(2, index[:, :, :-1])  # (B, N, T-1) tag of the real token before each position
+        hops = allowed[prev_tags, tags[:, :, 1:]] | ~mask[:, None, 1:]  # (B, N, T-1)
+        last_tags = tags.gather(2, index[:, :, -1:]).squeeze(2)  # (B, N)
+        return allowed[k, tags[:, :, 0]] & allowed[last_tags, k + 1] & hops.all(2)

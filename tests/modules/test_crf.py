@@ -332,3 +332,307 @@ def test_confident_emissions_in_float32_match_float64(scale):
         for i, y in enumerate(path):
             marginals[i, y] += math.exp(s - total)
     torch.testing.assert_close(e.grad[0], marginals, rtol=0, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- inference
+
+
+@torch.no_grad()
+def enumerate_paths(
+    crf: ConditionalRandomField, emissions: torch.Tensor, with_start: bool = True, with_end: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every tag sequence over the rows of ``emissions`` (n, K): (paths (P, n), scores (P,) float64, allowed (P,)).
+
+    A score sums the emissions of all n tokens, the transitions between them and, if asked, the start and end
+    transitions, with the learned values; ``allowed`` says whether the constraints allow the path (START and END
+    hops only when they are included).
+    """
+    n, k = emissions.shape
+    paths = torch.tensor(list(itertools.product(range(k), repeat=n)), dtype=torch.long).view(-1, n)
+    mask = crf.constraint_mask.bool()
+    zeros = torch.zeros(k, dtype=torch.float64)
+    start = crf.start_transitions.double() if crf.include_start_end_transitions else zeros
+    end = crf.end_transitions.double() if crf.include_start_end_transitions else zeros
+    scores = emissions.double()[torch.arange(n), paths].sum(1)
+    scores += crf.transitions.double()[paths[:, :-1], paths[:, 1:]].sum(1)
+    allowed = mask[paths[:, :-1], paths[:, 1:]].all(1)
+    if with_start:
+        scores += start[paths[:, 0]]
+        allowed &= mask[k, paths[:, 0]]
+    if with_end:
+        scores += end[paths[:, -1]]
+        allowed &= mask[paths[:, -1], k + 1]
+    return paths, scores, allowed
+
+
+def scheme_crf(scheme: str | None, seed: int, labels_scheme: str = "BIOES") -> ConditionalRandomField:
+    """A float64 CRF over ``labels_for_scheme(["PER", "LOC"], labels_scheme)`` with random scores, constrained by
+    ``scheme`` (None: unconstrained)."""
+    from seqtag.data import schemes
+
+    labels = schemes.labels_for_scheme(["PER", "LOC"], labels_scheme)
+    k = len(labels)
+    constraints = schemes.allowed_transitions(labels, scheme) if scheme else None
+    crf = ConditionalRandomField(k, constraints).double()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        crf.transitions.copy_(torch.randn(k, k, generator=gen, dtype=torch.float64))
+        crf.start_transitions.copy_(torch.randn(k, generator=gen, dtype=torch.float64))
+        crf.end_transitions.copy_(torch.randn(k, generator=gen, dtype=torch.float64))
+    return crf
+
+
+def padded_batch(k: int, seed: int, lengths: tuple[int, ...] = (5, 3, 1, 4), scale: float = 1.0):
+    gen = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    emissions = scale * torch.randn(len(lengths), t, k, generator=gen, dtype=torch.float64)
+    mask = torch.arange(t) < torch.tensor(lengths).unsqueeze(1)
+    return emissions, mask
+
+
+def brute_force_lattice(crf, emissions, mask):
+    """log_alpha, log_beta, log_z and marginals of one batch over the allowed paths, by enumeration."""
+    b, t, k = emissions.shape
+    log_alpha = torch.full((b, t, k), -math.inf, dtype=torch.float64)
+    log_beta = torch.full((b, t, k), -math.inf, dtype=torch.float64)
+    marginals = torch.zeros(b, t, k, dtype=torch.float64)
+    log_z = torch.empty(b, dtype=torch.float64)
+    for i in range(b):
+        real = mask[i].nonzero().squeeze(1)
+        e = emissions[i, real]  # (n, K)
+        n = len(real)
+        paths, scores, allowed = enumerate_paths(crf, e)
+        log_z[i] = torch.logsumexp(scores[allowed], 0)
+        probs = torch.where(allowed, scores - log_z[i], -math.inf).exp()
+        for j in range(n):
+            marginals[i, real[j]] = torch.zeros(k, dtype=torch.float64).index_add_(0, paths[:, j], probs)
+            prefixes, prefix_scores, ok = enumerate_paths(crf, e[: j + 1], with_end=False)
+            suffixes, suffix_scores, ok_s = enumerate_paths(crf, e[j:], with_start=False)
+            suffix_scores = suffix_scores - e[j, suffixes[:, 0]]  # beta excludes emission j
+            for y in range(k):
+                pick = ok & (prefixes[:, -1] == y)
+                log_alpha[i, real[j], y] = torch.logsumexp(prefix_scores[pick], 0) if pick.any() else -math.inf
+                pick = ok_s & (suffixes[:, 0] == y)
+                log_beta[i, real[j], y] = torch.logsumexp(suffix_scores[pick], 0) if pick.any() else -math.inf
+    return log_alpha, log_beta, log_z, marginals
+
+
+def assert_log_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal where ``expected`` is finite; where it is -inf (no allowed path), ``actual`` is -inf or near -1e4."""
+    finite = torch.isfinite(expected)
+    torch.testing.assert_close(actual[finite], expected[finite], rtol=0, atol=1e-9)
+    assert (actual[~finite] < -5000).all()
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_forward_backward_matches_brute_force(seed):
+    """Random constraints, masks with holes: log_alpha, log_beta, log_z and marginals against every path."""
+    crf, emissions, mask, _ = random_case(seed)
+    log_alpha, log_beta, log_z = crf.forward_backward(emissions, mask)
+    expected = brute_force_lattice(crf, emissions, mask)
+    assert_log_close(log_alpha, expected[0])
+    assert_log_close(log_beta, expected[1])
+    torch.testing.assert_close(log_z, expected[2], rtol=0, atol=1e-9)
+    torch.testing.assert_close(crf.marginals(emissions, mask), expected[3], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("scheme", ["BIOES", "IOB2", None])
+@pytest.mark.parametrize("seed", range(3))
+def test_forward_backward_scheme_labels_match_brute_force(scheme, seed):
+    """9 BIOES labels (scheme None: unconstrained) or 5 IOB2 labels, lengths 1..5 in a padded batch."""
+    crf = scheme_crf(scheme, seed, labels_scheme=scheme or "BIOES")
+    emissions, mask = padded_batch(crf.num_tags, seed, scale=2.0)
+    log_alpha, log_beta, log_z = crf.forward_backward(emissions, mask)
+    expected = brute_force_lattice(crf, emissions, mask)
+    assert_log_close(log_alpha, expected[0])
+    assert_log_close(log_beta, expected[1])
+    torch.testing.assert_close(log_z, expected[2], rtol=0, atol=1e-9)
+    torch.testing.assert_close(log_z, crf.log_partition(emissions, mask), rtol=0, atol=1e-9)
+    marginals = crf.marginals(emissions, mask)
+    torch.testing.assert_close(marginals, expected[3], rtol=0, atol=1e-9)
+    torch.testing.assert_close(marginals.sum(2), mask.double(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_log_space_passes_match_brute_force(seed):
+    """The log-space fallback on its own (right-padded masks)."""
+    crf, emissions, _, _ = random_case(seed)
+    crf = scheme_crf("BIOES" if seed % 2 else None, seed)
+    emissions, mask = padded_batch(crf.num_tags, seed, lengths=(4, 1, 3))
+    log_alpha, log_beta, log_z = crf._forward_backward_log(emissions, mask, *crf._scores(torch.float64))
+    expected = brute_force_lattice(crf, emissions, mask)
+    assert_log_close(torch.where(mask.unsqueeze(2), log_alpha, -math.inf), expected[0])
+    assert_log_close(torch.where(mask.unsqueeze(2), log_beta, -math.inf), expected[1])
+    torch.testing.assert_close(log_z, expected[2], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("scheme", ["BIOES", "IOB2"])
+def test_extreme_emissions_fall_back_to_log_space_exactly(scheme):
+    """Emission gaps of hundreds of nats underflow the scaled passes in some sequences; those are recomputed."""
+    crf = scheme_crf(scheme, 0, labels_scheme=scheme)
+    emissions, mask = padded_batch(crf.num_tags, 0, lengths=(5, 4, 1, 3, 5, 2), scale=600.0)
+    checked, _ = crf._check(emissions, None, mask)
+    with torch.no_grad():
+        _, ok = crf._forward_backward_scaled(checked, mask.sum(1), *crf._scores(torch.float64))
+    assert not ok.all() and ok.any()
+    log_alpha, log_beta, log_z = crf.forward_backward(emissions, mask)
+    expected = brute_force_lattice(crf, emissions, mask)
+    torch.testing.assert_close(log_z, expected[2], rtol=1e-14, atol=0)
+    torch.testing.assert_close(crf.marginals(emissions, mask), expected[3], rtol=0, atol=1e-9)
+    for actual, wanted in ((log_alpha, expected[0]), (log_beta, expected[1])):
+        # Scores hundreds of nats below a token's best come out inexact, then -inf, as float64 underflows.
+        best = wanted.amax(2, keepdim=True).expand_as(wanted)
+        near = wanted > best - 300
+        torch.testing.assert_close(actual[near], wanted[near], rtol=0, atol=1e-9)
+        far = ~near & torch.isfinite(best)
+        assert (actual[far] < best[far] - 250).all()
+        assert (actual[~mask] == -math.inf).all()
+
+
+def test_forward_backward_without_allowed_path_matches_log_partition():
+    """No allowed path: scored like log_partition, forbidden transitions at FORBIDDEN_SCORE; rows still sum to 1."""
+    crf = ConditionalRandomField(2, constraints=[(2, 0), (0, 1), (1, 3)]).double()  # only 0 -> 1 -> END
+    emissions = torch.randn(2, 3, 2, dtype=torch.float64)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    log_alpha, log_beta, log_z = crf.forward_backward(emissions, mask)
+    torch.testing.assert_close(log_z, crf.log_partition(emissions, mask), rtol=0, atol=1e-9)
+    assert log_z[0] < -5000 and log_z[1] > -50  # 0 1 ? has no allowed path, 0 1 has one
+    marginals = crf.marginals(emissions, mask)
+    assert torch.isfinite(marginals).all()
+    torch.testing.assert_close(marginals.sum(2), mask.double(), rtol=0, atol=1e-9)
+
+
+def test_marginals_dtype_padding_and_autocast():
+    crf = scheme_crf("BIOES", 3).float()
+    emissions = torch.randn(3, 6, crf.num_tags)
+    mask = torch.arange(6) < torch.tensor([[6], [2], [4]])
+    marginals = crf.marginals(emissions, mask)
+    assert marginals.dtype == torch.float32 and marginals.shape == (3, 6, crf.num_tags)
+    assert (marginals[~mask] == 0).all()
+    torch.testing.assert_close(marginals.sum(2)[mask], torch.ones(int(mask.sum())), rtol=0, atol=1e-6)
+    reference = crf.double().marginals(emissions.double(), mask)
+    torch.testing.assert_close(marginals.double(), reference, rtol=0, atol=1e-6)
+    crf.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert crf.marginals(emissions.bfloat16(), mask).dtype == torch.float32
+    emissions.requires_grad_()
+    assert not crf.marginals(emissions, mask).requires_grad  # an inference tool
+
+
+def brute_force_nbest(crf, emissions, mask, k):
+    """For each sequence, its k best allowed (tags over the real tokens, log-probability), best first."""
+    out = []
+    for i in range(emissions.size(0)):
+        paths, scores, allowed = enumerate_paths(crf, emissions[i, mask[i]])
+        log_probs = scores - torch.logsumexp(scores[allowed], 0)
+        order = torch.argsort(torch.where(allowed, log_probs, -math.inf), descending=True)[:k]
+        out.append([(paths[j].tolist(), log_probs[j].item()) for j in order if allowed[j]])
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 5, 40])
+@pytest.mark.parametrize("seed", range(12))
+def test_nbest_matches_brute_force(seed, k):
+    """Random constraints, masks with holes; k = 40 exceeds the number of allowed sequences, often by far."""
+    crf, emissions, mask, _ = random_case(seed)
+    tags, log_probs = crf.nbest(emissions, mask, k)
+    assert tags.shape == (3, k, emissions.size(1)) and tags.dtype == torch.long and log_probs.shape == (3, k)
+    for i, expected in enumerate(brute_force_nbest(crf, emissions, mask, k)):
+        got = log_probs[i, : len(expected)]
+        torch.testing.assert_close(got, torch.tensor([p for _, p in expected], dtype=torch.float64), rtol=0, atol=1e-9)
+        assert [tags[i, r][mask[i]].tolist() for r in range(len(expected))] == [p for p, _ in expected]
+        assert (log_probs[i, len(expected) :] == -math.inf).all()
+        assert (tags[i][:, ~mask[i]] == 0).all()
+
+
+@pytest.mark.parametrize("scheme", ["BIOES", None])
+def test_nbest_scheme_labels_match_brute_force(scheme):
+    crf = scheme_crf(scheme, 5)
+    emissions, mask = padded_batch(crf.num_tags, 5, lengths=(4, 2, 1, 3))
+    tags, log_probs = crf.nbest(emissions, mask, 12)  # 9 paths of length 1 under BIOES constraints: 5
+    for i, expected in enumerate(brute_force_nbest(crf, emissions, mask, 12)):
+        torch.testing.assert_close(
+            log_probs[i, : len(expected)],
+            torch.tensor([p for _, p in expected], dtype=torch.float64),
+            rtol=0,
+            atol=1e-9,
+        )
+        assert [tags[i, r][mask[i]].tolist() for r in range(len(expected))] == [p for p, _ in expected]
+        assert (log_probs[i, len(expected) :] == -math.inf).all()
+    # Allowed rows are scored as forward scores them.
+    valid = log_probs > -math.inf
+    flat_tags = tags.flatten(0, 1)
+    forward = crf(emissions.repeat_interleave(12, 0), flat_tags, mask.repeat_interleave(12, 0)).view(4, 12)
+    torch.testing.assert_close(log_probs[valid], forward[valid], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+def test_nbest_k1_is_decode(constrained):
+    crf = scheme_crf("BIOES" if constrained else None, 7).float()
+    gen = torch.Generator().manual_seed(7)
+    emissions = 3 * torch.randn(64, 12, crf.num_tags, generator=gen)
+    mask = torch.arange(12) < torch.randint(1, 13, (64, 1), generator=gen)
+    mask[:, 0] = True
+    decoded = crf.decode(emissions, mask)
+    tags, log_probs = crf.nbest(emissions, mask, 1)
+    assert torch.equal(tags[:, 0], decoded)
+    torch.testing.assert_close(log_probs[:, 0], crf(emissions, decoded, mask))
+    top, _ = crf.nbest(emissions, mask, 4)
+    assert torch.equal(top[:, 0], decoded)  # ties aside, the list Viterbi's best is Viterbi's
+
+
+def test_nbest_without_allowed_path_and_bad_k():
+    crf = ConditionalRandomField(2, constraints=[(2, 0), (0, 1), (1, 3)]).double()  # only 0 -> 1 -> END
+    emissions = torch.randn(1, 3, 2, dtype=torch.float64)
+    tags, log_probs = crf.nbest(emissions, None, 3)
+    assert (log_probs == -math.inf).all() and tags.shape == (1, 3, 3)
+    tags, log_probs = crf.nbest(emissions[:, :2], None, 3)
+    assert tags[0, 0].tolist() == [0, 1] and log_probs[0, 0].item() == pytest.approx(0.0, abs=1e-12)
+    assert (log_probs[0, 1:] == -math.inf).all()
+    for k in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="k should be a positive int"):
+            crf.nbest(emissions, None, k)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_segment_log_probs_match_brute_force(seed):
+    """Random entry/exit tables and segments, against every path."""
+    crf = scheme_crf("BIOES" if seed % 2 else None, seed)
+    k = crf.num_tags
+    emissions, mask = padded_batch(k, seed, lengths=(5, 2, 1, 4), scale=2.0)
+    gen = torch.Generator().manual_seed(seed)
+    before = torch.rand(k, k, generator=gen) < 0.5
+    after = torch.rand(k, k, generator=gen) < 0.5
+    tags = torch.randint(k, mask.shape, generator=gen)
+    if seed % 2:
+        tags = crf.decode(emissions, mask)  # allowed tags, so that the probabilities are not all 0
+    segments = [(i, s, e) for i, n in enumerate(mask.sum(1).tolist()) for s in range(n) for e in range(s + 1, n + 1)]
+    got = crf.segment_log_probs(emissions, mask, tags, torch.tensor(segments), before, after).exp()
+    plain = crf.segment_log_probs(emissions, mask, tags, torch.tensor(segments)).exp()
+    for (i, s, e), p, p_plain in zip(segments, got.tolist(), plain.tolist()):
+        n = int(mask[i].sum())
+        paths, scores, allowed = enumerate_paths(crf, emissions[i, :n])
+        probs = torch.where(allowed, scores - torch.logsumexp(scores[allowed], 0), -math.inf).exp()
+        inside = (paths[:, s:e] == tags[i, s:e]).all(1)
+        enter = before[paths[:, s - 1], tags[i, s]] if s > 0 else torch.ones_like(inside)
+        leave = after[tags[i, e - 1], paths[:, e]] if e < n else torch.ones_like(inside)
+        assert p == pytest.approx(probs[inside & enter & leave].sum().item(), abs=1e-12)
+        assert p_plain == pytest.approx(probs[inside].sum().item(), abs=1e-12)
+
+
+def test_segment_log_probs_bad_input():
+    crf = scheme_crf("BIOES", 0)
+    emissions, mask = padded_batch(crf.num_tags, 0, lengths=(3, 2))
+    tags = crf.decode(emissions, mask)
+    with pytest.raises(ValueError, match="right-padded"):
+        crf.segment_log_probs(
+            emissions, torch.tensor([[True, False, True], [True, True, False]]), tags, torch.zeros(0, 3)
+        )
+    for segment in ([0, 1, 1], [1, 0, 3], [2, 0, 1], [0, -1, 2]):
+        with pytest.raises(ValueError, match="Expected segments"):
+            crf.segment_log_probs(emissions, mask, tags, torch.tensor([segment]))
+    with pytest.raises(ValueError, match=r"Expected before of shape \(9, 9\)"):
+        crf.segment_log_probs(
+            emissions, mask, tags, torch.tensor([[0, 0, 1]]), before=torch.ones(3, 3, dtype=torch.bool)
+        )
+    assert crf.segment_log_probs(emissions, mask, tags, torch.zeros(0, 3, dtype=torch.long)).shape == (0,)
