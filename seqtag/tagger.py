@@ -397,7 +397,10 @@ class Tagger(L.LightningModule):
             checkpoint[VOCAB_KEY] = self.vocab.to_dict()
             table = self.embedder.pretrained_table
             if table is not None and self.vocab.pretrained_words:
-                checkpoint[PRETRAINED_KEY] = {"words": list(self.vocab.pretrained_words), "vectors": table.cpu()}
+                # One string, not a list: weights_only loading unpickles a list of 400,000 strings in 1.9 s, one
+                # string in milliseconds.
+                words = "\n".join(self.vocab.pretrained_words)
+                checkpoint[PRETRAINED_KEY] = {"words": words, "vectors": table.cpu()}
         if self.char_lm is not None:
             checkpoint[CHAR_LM_KEY] = self.char_lm.specs()
 

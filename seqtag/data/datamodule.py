@@ -22,7 +22,7 @@ from seqtag.data.packed import PackedSplit, passthrough
 from seqtag.data.readers import count_columns, read_dataset, sniff_predict_format
 from seqtag.data.sampler import BucketBatchSampler, document_batches
 from seqtag.data.vectors import embedding_matrix, load_table_cached, load_vectors_cached
-from seqtag.data.vocab import PRETRAINED_KEY, Vocab, load_checkpoint
+from seqtag.data.vocab import PRETRAINED_KEY, Vocab, load_checkpoint, pretrained_words
 from seqtag.errors import SeqtagInputError
 
 Split = Literal["train", "validation", "test", "predict"]
@@ -188,7 +188,7 @@ class TaggingDataModule(L.LightningDataModule):
             self.data_scheme = self.vocab.data_scheme
             if str(vocab).endswith(".ckpt") and self.vocab.pretrained_words:
                 table = load_checkpoint(vocab)[PRETRAINED_KEY]
-                self._table = (list(table["words"]), table["vectors"])
+                self._table = (pretrained_words(table), table["vectors"])
         else:
             self.vocab = self._build_vocab()
         if word_vectors and keep_vectors:

@@ -230,7 +230,7 @@ class Vocab:
         vocab = cls.from_dict(checkpoint[CHECKPOINT_KEY])
         table = checkpoint.get(PRETRAINED_KEY)
         if table:
-            vocab.attach_pretrained(table["words"])
+            vocab.attach_pretrained(pretrained_words(table))
         return vocab
 
     @classmethod
@@ -246,6 +246,12 @@ class Vocab:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, TypeError) as err:
             raise SeqtagInputError(f"{path}: not a seqtag vocabulary file: {err}") from None
+
+
+def pretrained_words(table: dict) -> list[str]:
+    """The words of a checkpoint's pretrained table (stored as one newline-separated string)."""
+    words = table["words"]
+    return words.split("\n") if isinstance(words, str) else list(words)
 
 
 def load_checkpoint(path: str | Path) -> dict:
