@@ -1,0 +1,89 @@
+"""Cost of span confidences next to plain Viterbi decoding, on CoNLL-2003-shaped eval batches.
+
+    .venv/bin/python scripts/bench_confidence.py
+    .venv/bin/python scripts/bench_confidence.py --threads 2 --batch-size 128 --scale 8
+
+A BIOES CRF over 4 span types (17 tags, constraints from ``allowed_transitions``) decodes random emissions in
+batches of ``--batch-size`` sentences whose longest sentence has T = 5, 10, ..., 40 tokens; the other lengths lie
+in [3T/4, T], as in length-sorted eval batches. For each T it times ``crf.decode`` alone and ``crf.decode`` followed
+by ``seqtag.confidence.span_confidences`` (forward-backward, span extraction, one probability per span and the
+Python lists), best of ``--repeat`` rounds, and prints milliseconds per batch and their ratio; the last row sums all
+T. ``--scale`` multiplies the standard-normal emissions: larger values give fewer, more confident spans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning (matters when cores are shared).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import torch  # noqa: E402
+
+from seqtag.confidence import span_confidences  # noqa: E402
+from seqtag.data.schemes import allowed_transitions, labels_for_scheme  # noqa: E402
+from seqtag.modules.crf import ConditionalRandomField  # noqa: E402
+
+
+def best_ms(fns: list[Callable[[], object]], repeat: int, number: int) -> list[float]:
+    """Best of ``repeat`` rounds of the mean time of ``number`` calls of each function, in milliseconds.
+
+    The functions take turns within each round, so a burst of load from other processes hits all of them alike.
+    """
+    best = [float("inf")] * len(fns)
+    for fn in fns:
+        fn()
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - start) / number)
+    return [b * 1e3 for b in best]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--scale", type=float, default=4.0, help="emission scale")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--number", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    labels = labels_for_scheme(["PER", "LOC", "ORG", "MISC"], "BIOES")
+    crf = ConditionalRandomField(len(labels), allowed_transitions(labels, "BIOES")).eval()
+    print(f"BIOES, K={len(labels)}, B={args.batch_size}, threads={torch.get_num_threads()}, scale={args.scale}")
+    print("| T | spans/batch | decode ms | decode + span_confidences ms | ratio |")
+    print("|---|---|---|---|---|")
+    totals = [0.0, 0.0]
+    with torch.inference_mode():
+        for t in range(5, 41, 5):
+            emissions = args.scale * torch.randn(args.batch_size, t, len(labels))
+            lengths = torch.randint(max(1, 3 * t // 4), t + 1, (args.batch_size,))
+            lengths[0] = t
+            mask = torch.arange(t) < lengths.unsqueeze(1)
+
+            def with_confidence(emissions: torch.Tensor = emissions, mask: torch.Tensor = mask) -> list:
+                tags = crf.decode(emissions, mask)
+                return span_confidences(crf, emissions, mask, tags, labels, "BIOES")
+
+            spans = sum(len(s) for s in with_confidence())
+            plain, full = best_ms(
+                [lambda e=emissions, m=mask: crf.decode(e, m), with_confidence], args.repeat, args.number
+            )
+            totals[0] += plain
+            totals[1] += full
+            print(f"| {t} | {spans} | {plain:.2f} | {full:.2f} | {full / plain:.2f} |")
+    print(f"| all | | {totals[0]:.2f} | {totals[1]:.2f} | {totals[1] / totals[0]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
