@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from seqtag.data import schemes
 from seqtag.data.packed import PackedSplit, passthrough
 from seqtag.data.readers import count_columns, read_dataset, sniff_predict_format
-from seqtag.data.sampler import BucketBatchSampler, document_batches
+from seqtag.data.sampler import BucketBatchSampler, document_batches, eval_max_tokens
 from seqtag.data.vectors import embedding_matrix, load_table_cached, load_vectors_cached
 from seqtag.data.vocab import PRETRAINED_KEY, Vocab, load_checkpoint, pretrained_words
 from seqtag.errors import SeqtagInputError
@@ -533,6 +533,8 @@ class TaggingDataModule(L.LightningDataModule):
             seed=self.hparams.seed,
             bucketing=self.hparams.bucketing if train else self.eval_bucketing(),
             documents=dataset.document.tolist() if self.batch_by_document() else None,
+            # Evaluation batches are also cut by padded tokens, so one very long sentence cannot pad a whole batch.
+            max_tokens=None if train else eval_max_tokens(self.hparams.eval_batch_size),
         )
         return DataLoader(
             dataset,
@@ -586,13 +588,20 @@ def iter_batches(
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of raw token lists for tagging from Python, in length order; ``index`` gives each one's position.
 
+    A batch holds at most ``batch_size`` sentences and, as evaluation batches do, at most
+    :func:`seqtag.data.sampler.eval_max_tokens` padded tokens (sentences x longest length): a very long sentence is
+    tagged alone.
     ``features``: per sentence, its feature columns (F lists of T values), for a model trained with them.
     ``documents``: per sentence, its document id; batches then hold whole documents, in order (see
     :func:`seqtag.data.sampler.document_batches`).
     """
     if documents is None:
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        lengths = [len(sentence) for sentence in sentences]
+        batches = list(
+            BucketBatchSampler(
+                lengths, batch_size, shuffle=False, bucketing="sorted", max_tokens=eval_max_tokens(batch_size)
+            )
+        )
     else:
         batches = document_batches(documents, batch_size)
     for indices in batches:
