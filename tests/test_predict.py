@@ -12,9 +12,9 @@ from seqtag.tagger import Tagger
 from tests.conftest import write
 from tests.test_cli import QUICKSTART, seqtag
 
-NEW_TEXT = "Angela Merkel met Emmanuel Macron in Paris.\nDon't worry: the zorblax of Tokyo won't stop.\n\nKrakow rocks!\n"
+NEW_TEXT = "Angela Merkel met Emmanuel Macron in Paris.\nDon't worry: the zorblax of Tbilisi won't stop.\n\nKrakow rocks!\n"
 # Vectors for words that are not in the training data (and some that are); 8 dimensions.
-UNSEEN = ("angela", "merkel", "macron", "krakow", "tokyo")
+UNSEEN = ("angela", "merkel", "macron", "krakow", "tbilisi")
 
 
 def vectors_file(path: Path) -> Path:
@@ -91,7 +91,7 @@ def test_test_from_the_checkpoint_alone(checkpoint, tmp_path):
 
 def test_python_api_records(checkpoint):
     tagger = Tagger.load(checkpoint)
-    text = "Peter Blackburn met Angela Merkel in Tokyo. They talked."
+    text = "Peter Blackburn met Angela Merkel in Tbilisi. They talked."
     records = tagger.predict(text, n_best=2, marginals=True)
     assert len(records) == 2 and all(r["input"] == 0 for r in records)
     for record in records:
