@@ -113,14 +113,14 @@ def _softmax_nbest(probs: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[tor
     for t in range(length):
         step = log_probs[:, t]  # (B, K)
         real = mask[:, t]  # (B,)
-        candidates = (scores[:, :, None] + torch.where(real[:, None, None], step[:, None, :], 0.0)).flatten(1)
+        # Padding extends each path by tag 0 alone, at no cost, so the beam keeps its paths there.
+        padding = torch.full_like(step, float("-inf"))
+        padding[:, 0] = 0.0
+        candidates = (scores[:, :, None] + torch.where(real[:, None], step, padding)[:, None, :]).flatten(1)
         width = min(k, candidates.shape[1])
         top, flat = candidates.topk(width, dim=1)  # (B, width)
         beam, tag = flat // num_tags, flat % num_tags
-        keep = torch.where(real[:, None], tag, 0)
-        # Padding: every tag scores 0, so the beam would repeat its paths; only tag 0 stays alive there.
-        top = torch.where(real[:, None] | (tag == 0), top, float("-inf"))
-        paths = torch.cat([paths.gather(1, beam[:, :, None].expand(-1, -1, paths.shape[2])), keep[:, :, None]], 2)
+        paths = torch.cat([paths.gather(1, beam[:, :, None].expand(-1, -1, paths.shape[2])), tag[:, :, None]], 2)
         scores = top
     if scores.shape[1] < k:
         pad = k - scores.shape[1]

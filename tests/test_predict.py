@@ -12,7 +12,9 @@ from seqtag.tagger import Tagger
 from tests.conftest import write
 from tests.test_cli import QUICKSTART, seqtag
 
-NEW_TEXT = "Angela Merkel met Emmanuel Macron in Paris.\nDon't worry: the zorblax of Tbilisi won't stop.\n\nKrakow rocks!\n"
+NEW_TEXT = (
+    "Angela Merkel met Emmanuel Macron in Paris.\nDon't worry: the zorblax of Tbilisi won't stop.\n\nKrakow rocks!\n"
+)
 # Vectors for words that are not in the training data (and some that are); 8 dimensions.
 UNSEEN = ("angela", "merkel", "macron", "krakow", "tbilisi")
 
@@ -102,3 +104,45 @@ def test_python_api_records(checkpoint):
     assert tagger.tag([text.split(". ")[0] + "."])[0] == records[0]["tags"]
     tokenized = tagger.predict([["Peter", "Blackburn"]])[0]
     assert [(t["char_start"], t["char_end"]) for t in tokenized["tokens"]] == [(0, 5), (6, 15)]
+
+
+@pytest.mark.parametrize("head", ["crf", "softmax"])
+def test_a_character_model_tags_raw_text_character_by_character(head):
+    from seqtag.data import schemes
+    from seqtag.data.vocab import Vocab
+
+    labels = schemes.labels_for_scheme(["LOC", "PER"], "BIOES")
+    train = [list("北京欢迎你"), list("上海也欢迎你")]
+    vocab = Vocab.build(train, labels, scheme="BIOES", data_scheme="BMES")
+    tagger = Tagger(labels, "BIOES", vocab_size=len(vocab.words), num_chars=len(vocab.chars), word_dim=8,
+                    char_dim=4, char_hidden=4, hidden_size=6, head=head)  # fmt: skip
+    tagger.vocab = vocab
+    assert tagger.tokenize_mode == "chars"
+    records = tagger.predict("北京欢迎你。上海也欢迎你！", n_best=2, marginals=True)
+    assert [[t["text"] for t in r["tokens"]] for r in records] == [list("北京欢迎你。"), list("上海也欢迎你！")]
+    assert records[1]["tokens"][0]["char_start"] == 6
+    for record in records:
+        assert len(record["tags"]) == len(record["tokens"])
+        assert all(tag == "O" or tag[:2] in ("B-", "M-", "E-", "S-") for tag in record["tags"])  # the data's BMES
+        assert all(0.0 <= span["confidence"] <= 1.0 for span in record["spans"])
+        assert record["n_best"][0]["tags"] == record["tags"]
+
+
+def test_softmax_n_best_is_exact():
+    import itertools
+
+    import torch
+
+    from seqtag.tagging import _softmax_nbest
+
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(2, 4, 3), dim=-1)
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    tags, log_probs = _softmax_nbest(probs, mask, 5)
+    for b, length in enumerate(mask.sum(1).tolist()):
+        scored = sorted(
+            (sum(probs[b, t, y].log().item() for t, y in enumerate(seq)), seq)
+            for seq in itertools.product(range(3), repeat=length)
+        )[::-1][:5]
+        assert [tuple(row[:length]) for row in tags[b].tolist()] == [seq for _, seq in scored]
+        assert torch.allclose(log_probs[b], torch.tensor([s for s, _ in scored]), atol=1e-5)
