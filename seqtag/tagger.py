@@ -524,6 +524,7 @@ class Tagger(L.LightningModule):
         marginals: bool = False,
         batch_size: int = 256,
         features: Sequence[Sequence[Sequence[str]]] | None = None,
+        documents: Sequence[int] | None = None,
     ) -> list[dict[str, Any]]:
         """Tags raw text or token lists into records (see :mod:`seqtag.records`), one per sentence, in order.
 
@@ -533,7 +534,8 @@ class Tagger(L.LightningModule):
         single spaces), ``tags`` in the data's scheme, and ``spans`` with their confidence; ``n_best=k`` adds the k
         most probable tag sequences with their probabilities (exact k-best Viterbi under the scheme's constraints
         for a CRF), ``marginals=True`` each token's tag probabilities. ``features``: per token-list input, as in
-        :meth:`tag`.
+        :meth:`tag`. ``documents``: for a model with ``document_memory`` or ``document_context``, the document id of
+        each input (its sentences are that document's, in order). Default: all the inputs of the call are one document.
         """
         from seqtag.records import sentence_record, token_offsets
         from seqtag.tagging import DecodeOptions
@@ -557,7 +559,10 @@ class Tagger(L.LightningModule):
             raise SeqtagInputError("features go with token-list inputs only (raw text has no feature columns)")
         options = DecodeOptions(spans=True, n_best=n_best, marginals=marginals)
         token_lists = [[t[0] for t in sentence] for sentence in sentences]
-        outputs = self._decode_token_lists(token_lists, batch_size, features, None, options)
+        if documents is not None and len(documents) != len(inputs):
+            raise SeqtagInputError(f"{len(inputs)} inputs but document ids for {len(documents)}")
+        sentence_documents = [documents[i] for i in origins] if documents is not None else None
+        outputs = self._decode_token_lists(token_lists, batch_size, features, sentence_documents, options)
         records = []
         for sentence, origin, text, out in zip(sentences, origins, texts, outputs):
             record = {"input": origin}
