@@ -40,6 +40,8 @@ LIGHTNING_COMMANDS = {
 EXTRA_COMMANDS = {
     "score": ("seqtag.score:score_main", "score a file of gold and predicted tags as conlleval does"),
     "lm": ("seqtag.commands.lm:lm_main", "character language model: lm fit | validate | test | generate"),
+    "hub": ("seqtag.commands.hub:hub_main", "share a tagger on the Hugging Face Hub: hub save | push"),
+    "serve": ("seqtag.serving.server:serve_main", "serve a checkpoint over HTTP: POST /predict with JSON (LitServe)"),
 }
 
 # Names imported from here by tests, scripts and configs, resolved on first use (they import torch and Lightning).

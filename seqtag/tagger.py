@@ -94,6 +94,9 @@ class Tagger(L.LightningModule):
         head: ``crf`` (transitions constrained by the scheme) or ``softmax``. Default: ``crf``
         label_smoothing: softmax head only: the cross-entropy's target puts this much probability mass evenly on all
             tags (Szegedy et al. 2016), which keeps the model from growing over-confident. Default: 0.0
+        confidence_temperature: the temperature of span confidences, n-best probabilities and marginals (not of the
+            tags): scores are divided by it. ``seqtag fit`` sets it in the best checkpoint by temperature scaling on
+            the validation data (see :mod:`seqtag.calibration`). Default: 1.0
         optimizer: the optimizer, e.g. ``torch.optim.SGD`` with its arguments. Default: Adam (lr 0.001)
         lr_scheduler: an optional scheduler; ``ReduceLROnPlateau`` watches the validation metric. Default: None
     """
@@ -128,6 +131,7 @@ class Tagger(L.LightningModule):
         documents_available: bool = True,
         head: Literal["crf", "softmax"] = "crf",
         label_smoothing: float = 0.0,
+        confidence_temperature: float = 1.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -141,6 +145,8 @@ class Tagger(L.LightningModule):
             raise SeqtagInputError(f"dropout should be in [0, 1), got {dropout}")
         if not 0.0 <= label_smoothing < 1.0:
             raise SeqtagInputError(f"label_smoothing should be in [0, 1), got {label_smoothing}")
+        if not confidence_temperature > 0:
+            raise SeqtagInputError(f"confidence_temperature should be > 0, got {confidence_temperature}")
         if label_smoothing and head != "softmax":
             raise SeqtagInputError(f"label_smoothing applies to the softmax head, not to head={head!r}")
         if not documents_available and (document_memory or document_context):
@@ -444,7 +450,22 @@ class Tagger(L.LightningModule):
         ``keep_vectors`` words), e.g. for a checkpoint trained with ``keep_vectors: 0``.
         """
         path = Path(checkpoint_path)
-        checkpoint = load_checkpoint(path)
+        model = cls.from_checkpoint(load_checkpoint(path), map_location)
+        model.origin["checkpoint"] = str(path)
+        if word_vectors is not None and model.vocab is not None:
+            model.use_vectors_file(word_vectors, keep_vectors)
+        if model.vocab is None:
+            vocab_file = path.parent / "vocab.json"
+            if not vocab_file.exists():
+                raise SeqtagInputError(f"{path}: the checkpoint holds no vocabulary and {vocab_file} is missing")
+            model.vocab = Vocab.load(vocab_file)
+        return model.eval()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], map_location: str | torch.device = "cpu") -> Tagger:
+        """A trained tagger from a checkpoint's contents (the dict ``torch.load`` gives for a ``best.ckpt``, or
+        :func:`seqtag.hub.checkpoint_from_folder` for a model folder), in eval mode. ``origin`` keeps the training
+        data's options, for the model card of :meth:`save_pretrained`."""
         hparams = dict(checkpoint["hyper_parameters"])
         for key in ("optimizer", "lr_scheduler", "_instantiator", "_class_path"):
             hparams.pop(key, None)
@@ -455,13 +476,7 @@ class Tagger(L.LightningModule):
         model.load_state_dict(checkpoint["state_dict"])
         model.on_load_checkpoint(checkpoint)
         model.to(map_location)
-        if word_vectors is not None and model.vocab is not None:
-            model.use_vectors_file(word_vectors, keep_vectors)
-        if model.vocab is None:
-            vocab_file = path.parent / "vocab.json"
-            if not vocab_file.exists():
-                raise SeqtagInputError(f"{path}: the checkpoint holds no vocabulary and {vocab_file} is missing")
-            model.vocab = Vocab.load(vocab_file)
+        model.origin = {"data": dict(checkpoint.get("datamodule_hyper_parameters") or {})}
         return model.eval()
 
     def use_vectors_file(self, path: str | Path, keep_vectors: int = 400_000) -> None:
@@ -627,3 +642,54 @@ class Tagger(L.LightningModule):
             self.decode_options = previous
             self.train(was_training)
         return results
+
+    # ---------------------------------------------------------------------------------- Hugging Face Hub
+    def save_pretrained(
+        self,
+        folder: str | Path,
+        repo_id: str | None = None,
+        language: str | Sequence[str] | None = None,
+        tags: Sequence[str] = (),
+    ) -> Path:
+        """Writes the model as a Hub model folder: ``model.safetensors``, ``config.json``, ``vocab.json``,
+        ``pretrained_words.txt`` and a model card ``README.md`` (see :mod:`seqtag.hub`). ``repo_id``: the name the
+        card's usage snippet loads; ``language``: language code(s) for the card's metadata. Returns the folder."""
+        from seqtag import hub
+
+        return hub.save_pretrained(self, folder, repo_id=repo_id, language=language, tags=tags)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        map_location: str | torch.device = "cpu",
+    ) -> Tagger:
+        """A tagger from a model folder (:meth:`save_pretrained`, ``seqtag hub save``) or a Hugging Face Hub model
+        ``"owner/name"`` (downloaded once, then read from the Hub cache; ``HF_HUB_OFFLINE=1`` reads the cache
+        only), loaded from safetensors and JSON: no pickle. Tags as :meth:`load` of the checkpoint it was saved
+        from."""
+        from seqtag import hub
+
+        return hub.from_pretrained(name_or_path, revision, cache_dir, token, local_files_only, map_location)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool = False,
+        token: str | None = None,
+        commit_message: str = "Upload seqtag tagger",
+        language: str | Sequence[str] | None = None,
+        tags: Sequence[str] = (),
+    ) -> str:
+        """Uploads the model folder of :meth:`save_pretrained` to the Hub model repo ``repo_id`` (created when
+        missing). ``token``: a Hub token with write access (default: the one ``hf auth login`` saved). Returns the
+        commit's URL."""
+        from seqtag import hub
+
+        return hub.push_to_hub(
+            self, repo_id, private=private, token=token, commit_message=commit_message, language=language, tags=tags
+        )

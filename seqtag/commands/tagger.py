@@ -64,6 +64,12 @@ class SeqtagCLI(LightningCLI):
             default=None,
             help="conll or jsonl (records with spans, offsets and confidence); default: jsonl for a .jsonl output",
         )
+        parser.add_argument(
+            "--calibrate",
+            type=bool,
+            default=True,
+            help="fit: fit the temperature of the best checkpoint's confidences on the validation data",
+        )
         parser.add_argument("--n_best", type=int, default=0, help="predict: the k best tag sequences (JSONL)")
         parser.add_argument("--marginals", type=bool, default=False, help="predict: per-token tag probabilities")
 
@@ -85,6 +91,13 @@ class SeqtagCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         # Kept so that `before_instantiate_classes` sees the arguments of `cli_main([...])` too, not only sys.argv.
         self.given_args = [str(a) for a in (sys.argv[1:] if args is None else args if isinstance(args, list) else [])]
+        if self.model_class is Tagger and (args is None or isinstance(args, list)):
+            # `--model owner/name` or `--model FOLDER`: a shared model, run as the checkpoint it converts to.
+            from seqtag.commands.hub import model_as_checkpoint
+
+            rewritten = model_as_checkpoint(self.given_args)
+            if rewritten != self.given_args:
+                self.given_args = args = rewritten
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
@@ -209,7 +222,22 @@ class SeqtagCLI(LightningCLI):
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback
         if best is not None and self.trainer.is_global_zero and best.best_model_path:
+            self._calibrate(best.best_model_path)
             print(f"Best checkpoint: {best.best_model_path}")
+
+    def _calibrate(self, path: str) -> None:
+        """Temperature scaling of the best checkpoint's confidences on the validation data (seqtag.calibration)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        datamodule = self.datamodule
+        if not isinstance(self.model, Tagger) or not config.get("calibrate", True):
+            return
+        if not getattr(datamodule, "has_validation", False):
+            return
+        from seqtag.calibration import calibrate_checkpoint
+
+        result = calibrate_checkpoint(path, datamodule.val_dataloader())
+        if result is not None:
+            print(f"Confidence calibrated: {result}")
 
     def after_test(self) -> None:
         results = getattr(self.model, "test_results", None)
