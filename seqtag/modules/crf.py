@@ -25,6 +25,10 @@ from torch import Tensor, nn
 FORBIDDEN_SCORE = -1e4
 # Largest (B, T/2, K, K, K) intermediate of the tree-shaped log partition (2**25 floats: 128 MiB in float32).
 TREE_MAX_ELEMENTS = 2**25
+# Largest |log sum_y alpha_t(y) beta_t(y) - log Z| the scaled forward-backward accepts at a token (see
+# _forward_backward_scaled): float64 rounding stays far below it, and lost mass above it sends the sequence to the
+# exact log-space passes. It bounds the error of marginals and span probabilities at about K times this.
+CONSISTENCY_TOLERANCE = 1e-9
 # Off-diagonal of the log-semiring identity. Not FORBIDDEN_SCORE: exp(x - 1e30) is 0 for any score x, so a product
 # with the identity is exact even next to forbidden (-1e4) entries; and not -inf, whose products would give
 # logsumexp(-inf, ..., -inf) and NaN gradients.
@@ -292,6 +296,17 @@ class ConditionalRandomField(nn.Module):
             path.reverse()
             tags = torch.cat(path, dim=1)  # (B, T)
             return tags.masked_fill(~mask, 0)
+
+    def scaled(self, factor: float) -> ConditionalRandomField:
+        """A copy whose learned scores are multiplied by ``factor`` (constraints kept): with emissions multiplied by
+        the same factor it is the CRF at temperature ``1 / factor``, whose probabilities are calibrated by
+        temperature scaling (Guo et al. 2017) while its Viterbi path stays the same."""
+        copy = ConditionalRandomField(self.num_tags, None, self.include_start_end_transitions)
+        copy.load_state_dict(self.state_dict())  # the constraints are a buffer: copied as they are
+        with torch.no_grad():
+            for parameter in copy.parameters():
+                parameter.mul_(factor)
+        return copy.to(self.transitions.device)
 
     def forward_backward(self, emissions: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Forward and backward log-scores of every tag at every token, and the log partition (no gradients).
@@ -614,14 +629,13 @@ class ConditionalRandomField(nn.Module):
         """
         # float64: products of two small probabilities are common, and float32 would make them denormal (slow on
         # CPUs) or zero; float64 leaves room for score gaps of about 700 nats.
-        emissions = emissions.double()
         transitions, start, end = self._scores(torch.float64)
         lattice, ok = self._forward_backward_scaled(emissions, lengths, transitions, start, end)
         if bool(ok.all()):
             return lattice, None
         rows = (~ok).nonzero().squeeze(1)  # (R,)
         mask = self._right_padded(lengths[rows], emissions.shape[1])  # (R, T)
-        log_alpha, log_beta, log_z = self._forward_backward_log(emissions[rows], mask, transitions, start, end)
+        log_alpha, log_beta, log_z = self._forward_backward_log(emissions[rows].double(), mask, transitions, start, end)
         lattice.log_z[rows] = log_z
         return lattice, _Exact(rows, log_alpha, log_beta)
 
@@ -642,13 +656,14 @@ class ConditionalRandomField(nn.Module):
           of each sequence (the steps past it compute garbage that the reset discards).
 
         Both passes advance in the same loop iteration. Each new state is divided by its sum and the log of the
-        sum goes into a running shift. Rounding stays relative to the state as long as the sum stays above
-        ``tiny / eps`` (about 1e-292 in float64): a step then loses at most about ``K * eps`` of the mass to
-        underflow. Below it (scores that contradict each other by about 670 nats, or no allowed path at all) the
-        sequence is reported in ``ok`` for recomputation.
+        sum goes into a running shift. Float64 then holds every tag within about 700 nats of its token's best,
+        which loses nothing unless scores contradict each other by that much: a tag that the forward pass dropped
+        can still carry most of Z through its backward score. So a sequence is reported in ``ok``, for
+        recomputation in log space, when a state's sum falls below ``tiny / eps`` or ``sum_y alpha_t(y) beta_t(y)``
+        misses ``Z`` by more than ``CONSISTENCY_TOLERANCE`` at some token (and when it has no allowed path).
 
         Args:
-            emissions: (B, T, K), right padded, contiguous.
+            emissions: (B, T, K) float, right padded, contiguous.
             lengths: (B,) number of real tokens, at least 1.
             transitions, start, end: constrained scores from :meth:`_scores`, float64.
 
@@ -677,15 +692,17 @@ class ConditionalRandomField(nn.Module):
         states[0, 0] = 1.0
         states[0, 1] = torch.where(is_last[t - 1], last_state, 0.0)
         sums = torch.ones(t, 2, 1, b, dtype=f64, device=emissions.device)  # what states[i] was divided by
+        # Views made once: at about 20 us per step, indexing in the loop would cost a tenth of it.
+        forward, backward = states[:, 0].unbind(0), states[:, 1].unbind(0)  # T x (K, B)
         state_steps, factor_steps, sum_steps = states.unbind(0), factors.unbind(0), sums.unbind(0)
+        last_tokens = set((lengths - 1).tolist())
         for i in range(1, t):
-            forward, backward = state_steps[i].unbind(0)  # (K, B) each
-            torch.mm(forward_matrix, state_steps[i - 1][0] * factor_steps[i - 1], out=forward)
-            torch.mm(exp_transitions, state_steps[i - 1][1] * factor_steps[t - i], out=backward)
+            torch.mm(forward_matrix, forward[i - 1] * factor_steps[i - 1], out=forward[i])
+            torch.mm(exp_transitions, backward[i - 1] * factor_steps[t - i], out=backward[i])
             torch.sum(state_steps[i], 1, keepdim=True, out=sum_steps[i])
             state_steps[i].mul_(sum_steps[i].reciprocal())
-            # Sequences whose last token is T - 1 - i start their backward pass here.
-            torch.where(is_last[t - 1 - i], last_state, backward, out=backward)
+            if t - 1 - i in last_tokens:  # some sequences start their backward pass at token T - 1 - i
+                torch.where(is_last[t - 1 - i], last_state, backward[i], out=backward[i])
 
         # Forward shift of token i: sum over steps j < i of peaks[j] + log sums[j + 1]; garbage past a sequence's
         # end only reaches later tokens of the same sequence.
@@ -713,7 +730,12 @@ class ConditionalRandomField(nn.Module):
         # Forward step i computes token i; backward step i computes token T - 1 - i, real work below n - 1.
         needed = torch.stack([steps < lengths, t - 1 - steps < lengths - 1], 1)  # (T-1, 2, B)
         ok = (precise | ~needed).all(0).all(0) & torch.isfinite(log_z)  # (B,)
-        return lattice, ok
+        # A tag dropped by one pass (under 1e-308 of its token's mass) can carry most of Z once the other pass's
+        # scores are counted; then sum_y alpha_t(y) beta_t(y) falls short of Z at some token t. So check every one.
+        mass = (states[:, 0] * factors * states[:, 1].flip(0)).sum(1).log()  # (T, B) scaled log sum of alpha beta
+        mass += shifts[:, 0, 0] + peaks[:, 0] + shifts[:, 1, 0].flip(0)
+        consistent = ((mass - log_z).abs() <= CONSISTENCY_TOLERANCE) | (positions[:, :, 0] >= lengths)  # (T, B)
+        return lattice, ok & consistent.all(0)
 
     @staticmethod
     def _forward_backward_log(

@@ -636,3 +636,30 @@ def test_segment_log_probs_bad_input():
             emissions, mask, tags, torch.tensor([[0, 0, 1]]), before=torch.ones(3, 3, dtype=torch.bool)
         )
     assert crf.segment_log_probs(emissions, mask, tags, torch.zeros(0, 3, dtype=torch.long)).shape == (0,)
+
+
+@pytest.mark.parametrize("scheme", ["IOB1", "BIOES"])
+def test_scaled_passes_agree_with_log_space_on_long_contradictory_sequences(scheme):
+    """Emissions of scale 600 over 30 tokens: the forward pass can drop a tag (under 1e-308 of its token's mass)
+    whose backward score is hundreds of nats ahead, so that it carries most of Z. Such sequences must be found and
+    recomputed: log Z, the marginals and segment probabilities equal those of the log-space passes."""
+    from seqtag.data import schemes
+
+    torch.manual_seed(0)
+    labels = schemes.labels_for_scheme(["PER", "LOC", "ORG", "MISC"], scheme)
+    crf = ConditionalRandomField(len(labels), schemes.allowed_transitions(labels, scheme)).double()
+    emissions = 600 * torch.randn(64, 30, len(labels), dtype=torch.float64)
+    mask = torch.arange(30) < torch.randint(1, 31, (64, 1))
+    mask[:, 0] = True
+    checked, _ = crf._check(emissions, None, mask)
+    log_alpha, log_beta, log_z = crf._forward_backward_log(checked, mask, *crf._scores(torch.float64))
+    torch.testing.assert_close(crf.log_partition(emissions, mask), log_z, rtol=1e-12, atol=0)
+    torch.testing.assert_close(crf.forward_backward(emissions, mask)[2], log_z, rtol=1e-12, atol=0)
+    expected = torch.where(mask.unsqueeze(2), log_alpha + log_beta - log_z[:, None, None], -math.inf).exp()
+    torch.testing.assert_close(crf.marginals(emissions, mask), expected, rtol=0, atol=1e-9)
+    tags = crf.decode(emissions, mask)
+    lengths = mask.sum(1)
+    segments = torch.stack([torch.arange(64), lengths // 3, lengths // 3 + 1], 1)
+    got = crf.segment_log_probs(emissions, mask, tags, segments).exp()
+    rows = torch.arange(64)
+    torch.testing.assert_close(got, expected[rows, lengths // 3, tags[rows, lengths // 3]], rtol=0, atol=1e-9)
