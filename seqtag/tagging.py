@@ -26,11 +26,14 @@ class DecodeOptions:
         spans: spans with their confidence. Default: False
         n_best: the k best tag sequences with their probabilities (0 = none). Default: 0
         marginals: each token's tag probabilities. Default: False
+        temperature: the temperature of the probabilities (confidence, n-best, marginals); the best tags do not
+            depend on it. Default: the model's ``confidence_temperature`` (fitted on the validation data after a fit)
     """
 
     spans: bool = False
     n_best: int = 0
     marginals: bool = False
+    temperature: float | None = None
 
 
 def decode_outputs(
@@ -49,6 +52,12 @@ def decode_outputs(
     convert = bool(scheme and data_scheme and data_scheme != scheme)
     tag_ids = model.decode(emissions, mask)  # (B, T)
     lengths = mask.sum(dim=1).tolist()
+    temperature = options.temperature
+    if temperature is None:
+        temperature = float(getattr(model, "hparams", {}).get("confidence_temperature", 1.0))
+    if temperature != 1.0:  # scores divided by T: the same Viterbi path, calibrated probabilities
+        emissions = emissions / temperature
+        crf = crf.scaled(1.0 / temperature) if crf is not None else None
     outputs = [
         {"tags": _to_data_tags([labels[t] for t in row[:n]], scheme, data_scheme, convert)}
         for row, n in zip(tag_ids.tolist(), lengths)

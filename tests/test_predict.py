@@ -43,6 +43,7 @@ def checkpoint(tmp_path_factory):
         "--trainer.default_root_dir", tmp / "runs",
     )  # fmt: skip
     best = Path(fit.stdout.split("Best checkpoint: ")[1].split()[0])
+    assert "Confidence calibrated: temperature " in fit.stdout  # fitted on the validation data after the fit
     alone = tmp_path_factory.mktemp("alone") / "model.ckpt"
     shutil.copy(best, alone)
     return alone
