@@ -78,6 +78,20 @@ def test_span_confidences_with_extreme_emissions(scheme):
                 assert confidence == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.parametrize("scale", [2.0, 600.0])
+@pytest.mark.parametrize("scheme", ["BIOES", "IOB1"])
+def test_padded_emissions_do_not_matter(scheme, scale):
+    """inf, nan or huge emissions at padded positions leave every confidence exactly as it was."""
+    labels = labels_of(scheme)
+    crf = scheme_crf(scheme, seed=1, labels_scheme=scheme)
+    emissions, mask = padded_batch(crf.num_tags, seed=2, lengths=(8, 5, 1, 3, 7, 2), scale=scale)
+    tag_ids = torch.randint(len(labels), mask.shape, generator=torch.Generator().manual_seed(3))
+    expected = span_confidences(crf, emissions, mask, tag_ids, labels, scheme)
+    for junk in (math.inf, -math.inf, math.nan, 1e30):
+        junk_emissions = emissions.masked_fill(~mask.unsqueeze(2), junk)
+        assert span_confidences(crf, junk_emissions, mask, tag_ids, labels, scheme) == expected
+
+
 def test_iob2_confidence_requires_the_span_to_be_closed():
     """B-PER I-PER over two tokens of three: the span is (PER, 0, 2) only if token 2 does not continue it, so its
     confidence is below the probability of the two tags alone; in BIOES the E- tag closes it."""

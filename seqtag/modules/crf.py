@@ -38,19 +38,17 @@ IDENTITY_OFF_DIAGONAL = -1e30
 class _Lattice(NamedTuple):
     """Forward and backward scores of a right-padded batch in scaled form, float64 (see ``_forward_backward_scaled``).
 
-    Tag-major. With ``x = states[:, 0]`` (forward), ``z = states[:, 1].flip(0)`` (backward, stored in reverse time
-    order: ``states[i, 1]`` is token ``T - 1 - i``), ``P = factors`` and ``r = T - 1 - t``:
-
-    - ``log_alpha[b, t] = log(x[t, :, b] * P[t, :, b]) + shifts[t, 0, 0, b] + peaks[t, 0, b]``;
-    - ``log_beta[b, t] = log(states[r, 1, :, b]) + shifts[r, 1, 0, b]``;
-    - for ``t >= 1``, ``P[t, y, b] = exp(emissions[b, t, y] + column_max[y] - peaks[t, 0, b])``.
-
-    Values past a sequence's end are unspecified.
+    Tag-major: ``log_alpha[b, t] = log(alpha[t, :, b]) + alpha_shift[t, 0, b]``, ``log_beta[b, t] =
+    log(beta[t, :, b]) + beta_shift[t, 0, b]``, and for ``t >= 1``
+    ``factors[t, y, b] = exp(emissions[b, t, y] + column_max[y] - peaks[t, 0, b])``. Values past a sequence's end
+    are unspecified.
     """
 
-    states: Tensor  # (T, 2, K, B)
+    alpha: Tensor  # (T, K, B)
+    alpha_shift: Tensor  # (T, 1, B)
+    beta: Tensor  # (T, K, B)
+    beta_shift: Tensor  # (T, 1, B)
     factors: Tensor  # (T, K, B)
-    shifts: Tensor  # (T, 2, 1, B)
     peaks: Tensor  # (T, 1, B)
     exp_transitions: Tensor  # (K, K) exp(transitions - column_max)
     column_max: Tensor  # (K,)
@@ -195,13 +193,16 @@ class ConditionalRandomField(nn.Module):
         """The dtype results are computed and returned in: float32, or float64 if emissions or parameters are."""
         return torch.promote_types(torch.promote_types(emissions.dtype, self.transitions.dtype), torch.float32)
 
-    def _check(self, emissions: Tensor, tags: Tensor | None, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _check(
+        self, emissions: Tensor, tags: Tensor | None, mask: Tensor | None, zero_padding: bool = True
+    ) -> tuple[Tensor, Tensor]:
         """Validate shapes and return ``(emissions, mask)`` in compute dtype / bool.
 
         Args:
             emissions: (B, T, K) float.
             tags: (B, T) long or None.
             mask: (B, T) or None (all True).
+            zero_padding: set emissions at masked positions to 0; callers whose results never read them skip it.
 
         Returns:
             Emissions in ``max(float32, dtype)`` and a bool mask.
@@ -224,6 +225,8 @@ class ConditionalRandomField(nn.Module):
             # On an accelerator, checked without waiting for the device (no host sync in every training step).
             torch._assert_async(mask[:, 0].all(), "Expected mask[:, 0] to be all True")
         dtype = self._compute_dtype(emissions)
+        if not zero_padding:
+            return emissions.to(dtype).contiguous(), mask
         # Zero padded emissions so that inf/nan there cannot leak into results or gradients.
         emissions = torch.where(mask.unsqueeze(2), emissions.to(dtype), 0)
         return emissions, mask
@@ -338,9 +341,8 @@ class ConditionalRandomField(nn.Module):
                 order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True).unsqueeze(2).expand(b, t, k)
                 emissions = emissions.gather(1, order)  # (B, T, K)
             lattice, exact = self._lattice(emissions, lengths)
-            states, shifts = lattice.states, lattice.shifts
-            log_alpha = (states[:, 0] * lattice.factors).log_() + shifts[:, 0] + lattice.peaks  # (T, K, B)
-            log_beta = (states[:, 1].log() + shifts[:, 1]).flip(0)  # (T, K, B) in token order
+            log_alpha = lattice.alpha.log() + lattice.alpha_shift  # (T, K, B)
+            log_beta = lattice.beta.log() + lattice.beta_shift  # (T, K, B)
             log_alpha, log_beta = log_alpha.permute(2, 0, 1), log_beta.permute(2, 0, 1)  # (B, T, K)
             if exact is not None:
                 log_alpha[exact.rows], log_beta[exact.rows] = exact.log_alpha, exact.log_beta
@@ -406,7 +408,9 @@ class ConditionalRandomField(nn.Module):
             returns: (N,) float
         """
         with torch.no_grad(), torch.autocast(device_type=emissions.device.type, enabled=False):
-            emissions, mask = self._check(emissions, tags, mask)
+            # Padded emissions are left as they are: with right padding, they only reach values past each
+            # sequence's end (the lattice's garbage, prefix sums after the last token), never a result.
+            emissions, mask = self._check(emissions, tags, mask, zero_padding=False)
             b, t, k = emissions.shape
             lengths = mask.sum(1)  # (B,)
             if not torch.equal(mask, self._right_padded(lengths, t)):
@@ -439,14 +443,13 @@ class ConditionalRandomField(nn.Module):
             # Out of it: log sum over allowed q of exp(transitions[last, q] + emissions[end, q] + log_beta[end, q]).
             # Both in the lattice's scaled probabilities: alpha = x * P, and for a token >= 1, P * exp_transitions
             # gives exp(emission + transition) up to the shifts, as exp_transitions has -column_max and P +column_max.
-            exp_transitions, states, factors = lattice.exp_transitions, lattice.states, lattice.factors
-            alpha = states[prev, 0, :, index] * factors[prev, :, index]  # (N, K)
+            exp_transitions = lattice.exp_transitions
+            alpha = lattice.alpha[prev, :, index]  # (N, K)
             head = (alpha * (exp_transitions * before)[:, first].T).sum(1).log()  # (N,)
-            head += lattice.column_max[first] + lattice.shifts[prev, 0, 0, index] + lattice.peaks[prev, 0, index]
-            step = t - 1 - nxt  # (N,) where the backward pass stored token nxt
-            beta = states[step, 1, :, index] * factors[nxt, :, index]  # (N, K)
+            head += lattice.column_max[first] + lattice.alpha_shift[prev, 0, index]
+            beta = lattice.beta[nxt, :, index] * lattice.factors[nxt, :, index]  # (N, K)
             tail = (beta * (exp_transitions * after)[last]).sum(1).log()  # (N,)
-            tail += lattice.peaks[nxt, 0, index] + lattice.shifts[step, 1, 0, index]
+            tail += lattice.peaks[nxt, 0, index] + lattice.beta_shift[nxt, 0, index]
             if exact is not None:
                 # The same sums in log space for the segments of the sequences the lattice cannot hold.
                 row_of = torch.full_like(lengths, -1)
@@ -718,11 +721,14 @@ class ConditionalRandomField(nn.Module):
         backward_shift = increments.flip(0).cumsum(0) + end_max  # (T, 1, B) reverse order, as states[:, 1]
         shifts = torch.stack([forward_shift, backward_shift], 1)  # (T, 2, 1, B)
 
+        alpha = states[:, 0] * factors  # (T, K, B)
+        alpha_shift = shifts[:, 0] + peaks  # (T, 1, B)
+        beta, beta_shift = states[:, 1].flip(0), shifts[:, 1].flip(0)  # (T, K, B), (T, 1, B) in token order
         batch = torch.arange(b, device=emissions.device)
         last = lengths - 1
-        alpha = states[last, 0, :, batch] * factors[last, :, batch]  # (B, K) alpha at the last token, scaled
-        log_z = (alpha * last_state.T).sum(1).log() + shifts[last, 0, 0, batch] + peaks[last, 0, batch] + end_max
-        lattice = _Lattice(states, factors, shifts, peaks, exp_transitions, column_max, log_z)
+        # Z = sum over the last token's tags of alpha * exp(end).
+        log_z = (alpha[last, :, batch] * last_state.T).sum(1).log() + alpha_shift[last, 0, batch] + end_max
+        lattice = _Lattice(alpha, alpha_shift, beta, beta_shift, factors, peaks, exp_transitions, column_max, log_z)
 
         info = torch.finfo(f64)
         precise = sums[1:, :, 0] >= info.tiny / info.eps  # (T-1, 2, B)
@@ -732,8 +738,7 @@ class ConditionalRandomField(nn.Module):
         ok = (precise | ~needed).all(0).all(0) & torch.isfinite(log_z)  # (B,)
         # A tag dropped by one pass (under 1e-308 of its token's mass) can carry most of Z once the other pass's
         # scores are counted; then sum_y alpha_t(y) beta_t(y) falls short of Z at some token t. So check every one.
-        mass = (states[:, 0] * factors * states[:, 1].flip(0)).sum(1).log()  # (T, B) scaled log sum of alpha beta
-        mass += shifts[:, 0, 0] + peaks[:, 0] + shifts[:, 1, 0].flip(0)
+        mass = (alpha * beta).sum(1).log_() + alpha_shift[:, 0] + beta_shift[:, 0]  # (T, B)
         consistent = ((mass - log_z).abs() <= CONSISTENCY_TOLERANCE) | (positions[:, :, 0] >= lengths)  # (T, B)
         return lattice, ok & consistent.all(0)
 
