@@ -8,8 +8,14 @@ END = K + 1, forward algorithm with masked steps carrying ``alpha``), with two c
 * Viterbi runs over the whole batch at once and backtracks with ``gather``; the only Python loops are
   over time.
 
+For inference it adds per-token marginals from a forward-backward pass in scaled probabilities (one
+``(K, K) @ (K, B)`` product per step, with an exact log-space fallback), the probability of tag segments on
+top of it (span confidences), and exact k-best decoding by list Viterbi.
+
 References: Lafferty et al. 2001, "Conditional Random Fields"; Lample et al. 2016, "Neural Architectures
-for Named Entity Recognition"; allenai/allennlp ``allennlp/modules/conditional_random_field.py``.
+for Named Entity Recognition"; allenai/allennlp ``allennlp/modules/conditional_random_field.py``; Rabiner 1989,
+"A Tutorial on Hidden Markov Models", §V.A (scaling); Seshadri & Sundberg 1994, "List Viterbi Decoding
+Algorithms with Applications".
 """
 
 from __future__ import annotations
@@ -84,7 +90,9 @@ class ConditionalRandomField(nn.Module):
     emissions at masked positions never affect any result. ``mask[:, 0]`` must be all True.
 
     Precision: everything is computed in at least float32 (float16/bfloat16 emissions are upcast and autocast is
-    disabled inside), float64 stays float64.
+    disabled inside), float64 stays float64. The inference methods :meth:`forward_backward`, :meth:`marginals`,
+    :meth:`segment_log_probs` compute in float64 and return the same dtype as :meth:`forward`; like
+    :meth:`decode` and :meth:`nbest` they take no gradients.
 
     Args:
         num_tags: number of tags K. Default: required.

@@ -663,3 +663,11 @@ def test_scaled_passes_agree_with_log_space_on_long_contradictory_sequences(sche
     got = crf.segment_log_probs(emissions, mask, tags, segments).exp()
     rows = torch.arange(64)
     torch.testing.assert_close(got, expected[rows, lengths // 3, tags[rows, lengths // 3]], rtol=0, atol=1e-9)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import seqtag.modules.crf
+
+    assert doctest.testmod(seqtag.modules.crf).failed == 0
