@@ -190,7 +190,7 @@ def save_checkpoint_dict(
     }
     with atomic_open(folder / WEIGHTS_NAME, "wb") as f:
         f.write(_safetensors_bytes(_tensors(tensors)))
-    atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
     atomic_write_text(folder / VOCAB_NAME, json.dumps(checkpoint[VOCAB_KEY], ensure_ascii=False))
     if words:
         with atomic_open(folder / PRETRAINED_WORDS_NAME, "wb") as f:
@@ -205,7 +205,9 @@ def save_checkpoint_dict(
 def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
     from safetensors.torch import save
 
-    return save(tensors, metadata={"format": "pt", "library": "seqtag"})
+    # One metadata entry: safetensors writes several in no fixed order, and the same model should give the same bytes
+    # (an unchanged file is no change in a Hub commit).
+    return save(tensors, metadata={"format": "pt"})
 
 
 def save_checkpoint_file(

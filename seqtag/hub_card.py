@@ -97,8 +97,9 @@ def _usage_lines(repo_id: str, vocab: dict[str, Any]) -> list[str]:
         ]
     )
     return [
+        "With seqtag installed:",
+        "",
         "```bash",
-        "pip install seqtag",
         f"seqtag predict --model {repo_id} --data.predict sentences.txt --predict_output tagged.jsonl",
         "```",
         "",
