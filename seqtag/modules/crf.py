@@ -45,8 +45,8 @@ class _Lattice(NamedTuple):
     """Forward and backward scores of a right-padded batch in scaled form, float64 (see ``_forward_backward_scaled``).
 
     Tag-major: ``log_alpha[b, t] = log(alpha[t, :, b]) + alpha_shift[t, 0, b]``, ``log_beta[b, t] =
-    log(beta[t, :, b]) + beta_shift[t, 0, b]``, and for ``t >= 1``
-    ``factors[t, y, b] = exp(emissions[b, t, y] + column_max[y] - peaks[t, 0, b])``. Values past a sequence's end
+    log(beta[t, :, b]) + beta_shift[t, 0, b]``, for ``t >= 1`` ``factors[t, y, b] = exp(emissions[b, t, y] -
+    peaks[t, 0, b])``, and ``exp_transitions = exp(transitions - transition_max)``. Values past a sequence's end
     are unspecified.
     """
 
@@ -56,8 +56,8 @@ class _Lattice(NamedTuple):
     beta_shift: Tensor  # (T, 1, B)
     factors: Tensor  # (T, K, B)
     peaks: Tensor  # (T, 1, B)
-    exp_transitions: Tensor  # (K, K) exp(transitions - column_max)
-    column_max: Tensor  # (K,)
+    exp_transitions: Tensor  # (K, K)
+    transition_max: Tensor  # ()
     log_z: Tensor  # (B,)
 
 
@@ -449,15 +449,15 @@ class ConditionalRandomField(nn.Module):
 
             # Into the segment: log sum over allowed p of exp(log_alpha[start - 1, p] + transitions[p, first]).
             # Out of it: log sum over allowed q of exp(transitions[last, q] + emissions[end, q] + log_beta[end, q]).
-            # Both in the lattice's scaled probabilities: alpha = x * P, and for a token >= 1, P * exp_transitions
-            # gives exp(emission + transition) up to the shifts, as exp_transitions has -column_max and P +column_max.
+            # Both in the lattice's scaled probabilities, adding back what they were divided by: the transition
+            # maximum, the alpha and beta shifts and, for the emissions (factors) of token ``end``, their peak.
             exp_transitions = lattice.exp_transitions
             alpha = lattice.alpha[prev, :, index]  # (N, K)
             head = (alpha * (exp_transitions * before)[:, first].T).sum(1).log()  # (N,)
-            head += lattice.column_max[first] + lattice.alpha_shift[prev, 0, index]
+            head += lattice.transition_max + lattice.alpha_shift[prev, 0, index]
             beta = lattice.beta[nxt, :, index] * lattice.factors[nxt, :, index]  # (N, K)
             tail = (beta * (exp_transitions * after)[last]).sum(1).log()  # (N,)
-            tail += lattice.peaks[nxt, 0, index] + lattice.beta_shift[nxt, 0, index]
+            tail += lattice.transition_max + lattice.peaks[nxt, 0, index] + lattice.beta_shift[nxt, 0, index]
             if exact is not None:
                 # The same sums in log space for the segments of the sequences the lattice cannot hold.
                 row_of = torch.full_like(lengths, -1)
@@ -658,11 +658,10 @@ class ConditionalRandomField(nn.Module):
 
         In log space every step takes ``B * K * K`` exponentials; here a step is a ``(K, K) @ (K, B)`` product with
         the exponentiated transitions, and the emissions are exponentiated once, before the loop. With
-        ``E = exp(transitions - c)``, ``c`` the maximum of each column (so ``E`` lies in [0, 1] with a 1 in every
-        column, and forbidden transitions are ``exp(FORBIDDEN_SCORE) = 0``), and ``P_t = exp(e_t + c - m_t)``,
-        ``m_t`` its maximum over tags:
+        ``E = exp(transitions - c)``, ``c`` the largest transition score (so ``E`` lies in [0, 1], and forbidden
+        transitions are ``exp(FORBIDDEN_SCORE) = 0``), and ``P_t = exp(e_t - m_t)``, ``m_t`` the largest emission:
 
-        * forward, ``x_t ∝ exp(alpha_t - e_t - c)``: ``x_{t+1} = E^T (x_t * P_t)``, and ``x_0 * P_0 ∝ exp(alpha_0)``;
+        * forward, ``x_t ∝ exp(alpha_t - e_t)``: ``x_{t+1} = E^T (x_t * P_t)``, and ``x_0 * P_0 ∝ exp(alpha_0)``;
         * backward, ``z_t ∝ exp(beta_t)``: ``z_t = E (z_{t+1} * P_{t+1})``, reset to ``exp(end)`` at the last token
           of each sequence (the steps past it compute garbage that the reset discards).
 
@@ -683,14 +682,14 @@ class ConditionalRandomField(nn.Module):
         """
         b, t, k = emissions.shape
         f64 = torch.float64
-        column_max = transitions.amax(0)  # (K,) over previous tags
-        exp_transitions = (transitions - column_max).exp()  # (K, K) [prev, cur]
+        # One shift for all transitions is enough in float64: learned scores span far less than 700 nats.
+        transition_max = transitions.amax()
+        exp_transitions = (transitions - transition_max).exp()  # (K, K) [prev, cur]
         forward_matrix = exp_transitions.T.contiguous()  # (K, K) [cur, prev]
 
         factors = torch.empty(t, k, b, dtype=f64, device=emissions.device)  # (T, K, B) P_t
         factors.view(t * k, b).copy_(emissions.reshape(b, t * k).T)  # a 2-D transpose is the fast one
-        factors += column_max.unsqueeze(1)
-        peaks = factors.amax(1, keepdim=True)  # (T, 1, B)
+        peaks = emissions.amax(2).T.unsqueeze(1).to(f64)  # (T, 1, B), reduced over the contiguous tag axis
         factors.sub_(peaks).exp_()
         alpha = start.unsqueeze(1) + emissions[:, 0].T.to(f64)  # (K, B) alpha_0
         peaks[0] = alpha.amax(0, keepdim=True)
@@ -715,16 +714,18 @@ class ConditionalRandomField(nn.Module):
             if t - 1 - i in last_tokens:  # some sequences start their backward pass at token T - 1 - i
                 torch.where(is_last[t - 1 - i], last_state, backward[i], out=backward[i])
 
-        # Forward shift of token i: sum over steps j < i of peaks[j] + log sums[j + 1]; garbage past a sequence's
-        # end only reaches later tokens of the same sequence.
-        forward_shift = torch.cat([torch.zeros_like(peaks[:1]), peaks[:-1] + sums[1:, 0].log()]).cumsum(0)
-        # Backward shift of token u: end_max + sum over tokens u .. n - 2 of log sums + peaks of the next token;
-        # tokens from n - 1 on contribute nothing, which also drops the garbage (and resets at the last token).
+        # Each step divided by transition_max, the peak of the emissions it multiplied and the new state's sum.
+        # Forward shift of token i: the sum of those over steps j < i; garbage past a sequence's end only reaches
+        # later tokens of the same sequence.
         positions = torch.arange(t, device=emissions.device).view(t, 1, 1)
+        forward_shift = torch.zeros_like(peaks)  # (T, 1, B)
+        forward_shift[1:] = peaks[:-1] + sums[1:, 0].log() + transition_max
+        forward_shift = forward_shift.cumsum(0)
+        # Backward shift of token u: end_max + the sum over tokens u .. n - 2 of what computing them divided by;
+        # tokens from n - 1 on contribute nothing, which also drops the garbage (and resets at the last token).
         before_last = positions < (lengths - 1)  # (T, 1, B)
-        reversed_sums = sums[:, 1].flip(0)  # (T, 1, B) token order
         increments = torch.zeros_like(peaks)
-        increments[:-1] = peaks[1:] + reversed_sums[:-1].log()
+        increments[:-1] = peaks[1:] + sums[:, 1].flip(0)[:-1].log() + transition_max
         increments = torch.where(before_last, increments, 0.0)
         backward_shift = increments.flip(0).cumsum(0) + end_max  # (T, 1, B) reverse order, as states[:, 1]
         shifts = torch.stack([forward_shift, backward_shift], 1)  # (T, 2, 1, B)
@@ -736,7 +737,7 @@ class ConditionalRandomField(nn.Module):
         last = lengths - 1
         # Z = sum over the last token's tags of alpha * exp(end).
         log_z = (alpha[last, :, batch] * last_state.T).sum(1).log() + alpha_shift[last, 0, batch] + end_max
-        lattice = _Lattice(alpha, alpha_shift, beta, beta_shift, factors, peaks, exp_transitions, column_max, log_z)
+        lattice = _Lattice(alpha, alpha_shift, beta, beta_shift, factors, peaks, exp_transitions, transition_max, log_z)
 
         info = torch.finfo(f64)
         precise = sums[1:, :, 0] >= info.tiny / info.eps  # (T-1, 2, B)
