@@ -43,6 +43,7 @@ from seqtag.data.vocab import CHECKPOINT_KEY as VOCAB_KEY
 from seqtag.data.vocab import PRETRAINED_KEY, pretrained_words
 from seqtag.errors import SeqtagInputError
 from seqtag.modules.contextual import SPECS_KEY as CHAR_LM_KEY
+from seqtag.modules.transformer import SPEC_KEY as TRANSFORMER_KEY
 
 if TYPE_CHECKING:
     import torch
@@ -85,6 +86,8 @@ def model_config(checkpoint: dict[str, Any]) -> dict[str, Any]:
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k not in NOT_MODEL}
     for direction, spec in checkpoint.get(CHAR_LM_KEY, {}).items():
         hparams[f"char_lm_{direction}"] = spec
+    if TRANSFORMER_KEY in checkpoint:  # the encoder's config and tokenizer files (its weights are in the state_dict)
+        hparams["transformer"] = checkpoint[TRANSFORMER_KEY]
     return _plain(hparams, "model")
 
 
@@ -434,19 +437,26 @@ def push_folder(
     A pretrained word list from an earlier upload that this folder has no longer is removed. Returns the commit's
     URL."""
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     folder = Path(folder)
     checkpoint_from_folder(folder)  # a broken folder fails here, not for the users who download it
     api = HfApi(token=token, library_name="seqtag", library_version=__version__)
-    api.create_repo(repo_id, private=private, token=token, repo_type="model", exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=folder,
-        commit_message=commit_message,
-        token=token,
-        repo_type="model",
-        delete_patterns=[PRETRAINED_WORDS_NAME],
-    )
+    try:
+        api.create_repo(repo_id, private=private, token=token, repo_type="model", exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            commit_message=commit_message,
+            token=token,
+            repo_type="model",
+            delete_patterns=[PRETRAINED_WORDS_NAME],
+        )
+    except (HfHubHTTPError, ConnectionError) as err:  # refused (login, rights, name) or unreachable (offline mode)
+        raise SeqtagInputError(
+            f"{repo_id}: the upload to the Hugging Face Hub failed (log in with `hf auth login` or pass a token with "
+            f"write access; HF_HUB_OFFLINE must be unset): {str(err).splitlines()[0]}"
+        ) from None
     return str(getattr(commit, "commit_url", commit))
 
 

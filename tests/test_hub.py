@@ -311,3 +311,13 @@ def test_hub_command_saves_and_pushes(checkpoint, folder, tmp_path, uploads, cap
     os.makedirs(tmp_path / "empty")
     assert main(["hub", "push", "--folder", str(tmp_path / "empty"), "--repo_id", "me/x"]) == 2
     assert "config.json is missing" in capsys.readouterr().err and len(uploads) == 4
+
+
+def test_push_in_offline_mode_says_why_and_sends_nothing(folder, monkeypatch, capsys):
+    # huggingface_hub refuses every request in offline mode before it is sent: the real upload path, no network.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert main(["hub", "push", "--folder", str(folder), "--repo_id", "me/x"]) == 2
+    error = capsys.readouterr().err
+    assert "me/x: the upload to the Hugging Face Hub failed" in error and "offline mode" in error
+    assert main(["hub", "push", "--folder", str(folder), "--repo_id", "me/x", "--language", "en"]) == 2
+    assert "a --folder is uploaded as it is" in capsys.readouterr().err

@@ -62,6 +62,11 @@ def hub_main(args: list[str]) -> int:
         print(f"Model folder written to {folder}: {', '.join(sorted(p.name for p in Path(folder).iterdir()))}")
         return 0
     if options.folder is not None:
+        if options.language or tags:
+            raise SeqtagInputError(
+                "--language and --tags write the card of a --ckpt_path; a --folder is uploaded as it is (edit its "
+                "README.md instead)"
+            )
         url = hub.push_folder(
             options.folder,
             options.repo_id,
