@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from seqtag import hub
 from seqtag.cli import main
 from seqtag.commands.hub import model_as_checkpoint
+from seqtag.data.vocab import Vocab
 from seqtag.errors import SeqtagInputError
 from seqtag.hub_card import model_card
 from seqtag.tagger import Tagger
@@ -321,3 +322,39 @@ def test_push_in_offline_mode_says_why_and_sends_nothing(folder, monkeypatch, ca
     assert "me/x: the upload to the Hugging Face Hub failed" in error and "offline mode" in error
     assert main(["hub", "push", "--folder", str(folder), "--repo_id", "me/x", "--language", "en"]) == 2
     assert "a --folder is uploaded as it is" in capsys.readouterr().err
+
+
+def test_character_lms_document_memory_and_feature_columns_travel(tmp_path):
+    """A tagger built here (random weights: no training needed to compare outputs) with every option that brings
+    state besides the weights: character LMs (their files deleted before saving), document memory, a feature column,
+    casing, a pretrained table."""
+    from tests.modules.test_contextual import save_lm
+
+    save_lm(tmp_path / "fw.ckpt", "forward", 7, 0)
+    save_lm(tmp_path / "bw.ckpt", "backward", 5, 1)
+    sentences = [["Peter", "Blackburn", "visited", "Brussels"], ["EU", "rejects", "Peter"]]
+    features = [[["NNP", "NNP", "VBD", "NNP"]], [["NNP", "VBZ", "NNP"]]]
+    labels = ["O", "B-PER", "I-PER", "E-PER", "S-PER"]
+    vocab = Vocab.build(sentences, labels, scheme="BIOES", data_scheme="IOB2", train_features=features)
+    vocab.attach_pretrained(["zebra", "quokka"])
+    torch.manual_seed(0)
+    tagger = Tagger(
+        labels, "BIOES", len(vocab.words), len(vocab.chars), word_dim=6, char_hidden=4, casing_dim=3,
+        feature_sizes=[len(vocab.features[0])], feature_dim=2, hidden_size=5, document_memory=True,
+        char_lm_forward=str(tmp_path / "fw.ckpt"), char_lm_backward=str(tmp_path / "bw.ckpt"),
+    ).eval()  # fmt: skip
+    tagger.vocab = vocab
+    tagger.char_lm.set_chars(vocab.chars)
+    tagger.embedder.set_pretrained_table(torch.randn(2, 6))
+    new = [["Zebra", "Peter", "quokka", "Brussels"], ["Blackburn", "rejects", "EU"]]
+    new_features = [[["NNP", "NNP", "NN", "NNP"]], [["NNP", "VBZ", "NNP"]]]
+    expected = tagger.predict(new, n_best=2, marginals=True, features=new_features)
+    (tmp_path / "fw.ckpt").unlink()
+    (tmp_path / "bw.ckpt").unlink()
+    shared = Tagger.from_pretrained(tagger.save_pretrained(tmp_path / "folder"))
+    assert shared.char_lm is not None and shared.memory is not None
+    assert torch.equal(shared.char_lm.fw_map, tagger.char_lm.fw_map)
+    assert shared.predict(new, n_best=2, marginals=True, features=new_features) == expected
+    assert shared.tag(new, features=new_features, documents=[0, 0]) == tagger.tag(new, features=new_features)
+    config = json.loads((tmp_path / "folder" / "config.json").read_text())
+    assert config["model"]["char_lm_forward"]["hyper_parameters"]["hidden_size"] == 7  # the spec, not a path
