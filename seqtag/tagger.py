@@ -35,6 +35,8 @@ from seqtag.modules.dropout import Dropout, LockedDropout
 from seqtag.modules.embeddings import TokenEmbedder
 from seqtag.modules.encoder import DocumentEncoder, RNNEncoder
 from seqtag.modules.memory import DocumentMemory
+from seqtag.modules.transformer import SPEC_KEY as TRANSFORMER_KEY
+from seqtag.modules.transformer import TransformerEmbedder
 
 
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -71,6 +73,18 @@ class Tagger(L.LightningModule):
             Default: None. (Either may also be the LM spec a tagger checkpoint stores: evaluation and tagging with
             a checkpoint take the LMs from it, so the LM files need not exist then.)
         char_lm_finetune: train the character LMs with the tagger instead of keeping them frozen. Default: False
+        transformer: a Hugging Face encoder (model folder or Hub name, AutoModel with a fast AutoTokenizer) whose
+            contextual vector of each word is added to the token representation
+            (:class:`~seqtag.modules.transformer.TransformerEmbedder`; with ``word_dim: 0`` it replaces the word
+            vectors). A checkpoint keeps its config, tokenizer and weights: evaluation and tagging need neither the
+            folder nor the Hub. Default: None
+        transformer_pooling: a word's vector from its subwords': ``first`` or ``mean``. Default: ``first``
+        transformer_layers: ``all`` (a learned scalar mix of every hidden state), ``last`` (the encoder's output),
+            or layer numbers such as ``-1,-2,-3,-4`` (several are mixed). Default: ``all``
+        transformer_finetune: train the encoder with the tagger (at ``transformer_lr``) instead of keeping it
+            frozen. Default: False
+        transformer_lr: the encoder's learning rate when fine-tuned (its own optimizer parameter group; the rest
+            of the model keeps the optimizer's). Default: 3e-5
         cell: ``lstm``, ``gru`` or ``rnn``. Default: ``lstm``
         implementation: ``torch`` or ``reference`` (LSTM from its equations). Default: ``torch``
         hidden_size: encoder hidden size per direction. Default: 200
@@ -120,6 +134,11 @@ class Tagger(L.LightningModule):
         char_lm_forward: str | dict[str, Any] | None = None,
         char_lm_backward: str | dict[str, Any] | None = None,
         char_lm_finetune: bool = False,
+        transformer: str | dict[str, Any] | None = None,
+        transformer_pooling: Literal["first", "mean"] = "first",
+        transformer_layers: str | int = "all",
+        transformer_finetune: bool = False,
+        transformer_lr: float = 3e-5,
         cell: Literal["lstm", "gru", "rnn"] = "lstm",
         implementation: Literal["torch", "reference"] = "torch",
         hidden_size: int = 200,
@@ -184,6 +203,19 @@ class Tagger(L.LightningModule):
         if char_lm_forward is not None or char_lm_backward is not None:
             self.char_lm = CharLMEmbedder(char_lm_forward, char_lm_backward, num_chars, char_lm_finetune)
         token_size = self.embedder.output_size + (self.char_lm.output_size if self.char_lm is not None else 0)
+        self.transformer: TransformerEmbedder | None = None
+        if transformer is not None:
+            if not transformer_lr > 0:
+                raise SeqtagInputError(f"transformer_lr should be > 0, got {transformer_lr}")
+            self.transformer = TransformerEmbedder(
+                transformer, transformer_pooling, transformer_layers, transformer_finetune
+            )
+            token_size += self.transformer.output_size
+        if word_dim < 0 or token_size == 0:
+            raise SeqtagInputError(
+                f"the token representation is empty or word_dim negative (word_dim={word_dim}, char_encoder="
+                f"{char_encoder!r}, casing_dim={casing_dim}, no transformer): give the words some representation"
+            )
         if document_context:
             if implementation != "torch":
                 raise SeqtagInputError("model.document_context runs the torch cells: use implementation='torch'")
@@ -227,6 +259,12 @@ class Tagger(L.LightningModule):
         return self.memory is not None or isinstance(self.encoder, DocumentEncoder)
 
     @property
+    def reads_token_text(self) -> bool:
+        """Whether batches must carry the tokens' text (``token_codes``, see :mod:`seqtag.data.token_text`): a
+        transformer splits the words into its own subwords."""
+        return self.transformer is not None
+
+    @property
     def document_option(self) -> str:
         """The option that makes the model read documents, for messages."""
         return "document_context" if isinstance(self.encoder, DocumentEncoder) else "document_memory"
@@ -259,6 +297,13 @@ class Tagger(L.LightningModule):
         )  # (B, T, E)
         if self.char_lm is not None:
             tokens = torch.cat([tokens, self.char_lm(batch["char_ids"], mask)], dim=-1)  # (B, T, E + H_fw + H_bw)
+        if self.transformer is not None:
+            if "token_codes" not in batch:
+                raise SeqtagInputError(
+                    "model.transformer reads the tokens' text, but the batch has no token_codes (batches built "
+                    "for this model carry them: iter_batches(..., with_text=True))"
+                )
+            tokens = torch.cat([tokens, self.transformer(batch["token_codes"], lengths)], dim=-1)  # (B, T, E + H_tr)
         if isinstance(self.encoder, DocumentEncoder):
             encoded = self.encoder(self.dropout(tokens), mask if padded else None, batch["document"], batch["index"])
         else:
@@ -350,7 +395,15 @@ class Tagger(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------- optimization
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
+        params: Any = [p for p in self.parameters() if p.requires_grad]
+        if self.transformer is not None and self.transformer.finetune:
+            # The pretrained encoder learns at its own (smaller) rate: a parameter group of its own.
+            encoder = {id(p) for p in self.transformer.encoder.parameters()}
+            params = [
+                {"params": [p for p in params if id(p) not in encoder]},
+                {"params": [p for p in params if id(p) in encoder], "lr": self.hparams.transformer_lr},
+            ]
+        optimizer = self.optimizer_factory(params)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
@@ -409,6 +462,8 @@ class Tagger(L.LightningModule):
                 checkpoint[PRETRAINED_KEY] = {"words": words, "vectors": table.cpu()}
         if self.char_lm is not None:
             checkpoint[CHAR_LM_KEY] = self.char_lm.specs()
+        if self.transformer is not None:
+            checkpoint[TRANSFORMER_KEY] = self.transformer.spec()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Called before the weights are copied: a checkpoint for other data fails here with a sentence, not with
@@ -472,6 +527,9 @@ class Tagger(L.LightningModule):
         # The character LMs' weights are in the state_dict: their hyperparameters stand in for the LM files.
         for direction, spec in checkpoint.get(CHAR_LM_KEY, {}).items():
             hparams[f"char_lm_{direction}"] = spec
+        # So does the transformer's config and tokenizer for its folder or Hub name.
+        if TRANSFORMER_KEY in checkpoint:
+            hparams["transformer"] = checkpoint[TRANSFORMER_KEY]
         model = cls(**hparams)
         model.load_state_dict(checkpoint["state_dict"])
         model.on_load_checkpoint(checkpoint)
@@ -634,7 +692,8 @@ class Tagger(L.LightningModule):
         previous = getattr(self, "decode_options", None)
         self.decode_options = options
         try:
-            for batch in iter_batches(self.vocab, kept_tokens, batch_size, kept_features, document_ids):
+            text = self.reads_token_text
+            for batch in iter_batches(self.vocab, kept_tokens, batch_size, kept_features, document_ids, text):
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 for i, out in self.predict_step(batch, 0):
                     results[nonempty[i]] = out

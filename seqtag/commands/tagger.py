@@ -150,6 +150,11 @@ class SeqtagCLI(LightningCLI):
 
             for direction, spec in checkpoint.get(SPECS_KEY, {}).items():
                 model[f"char_lm_{direction}"] = spec
+            # So do the transformer's config and tokenizer files for its folder or Hub name.
+            from seqtag.modules.transformer import SPEC_KEY as TRANSFORMER_KEY
+
+            if TRANSFORMER_KEY in checkpoint:
+                model["transformer"] = checkpoint[TRANSFORMER_KEY]
         data = config.get("data")
         if data is None:
             return

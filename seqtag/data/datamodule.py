@@ -21,6 +21,7 @@ from seqtag.data import schemes
 from seqtag.data.packed import PackedSplit, passthrough
 from seqtag.data.readers import count_columns, read_dataset, sniff_predict_format
 from seqtag.data.sampler import BucketBatchSampler, document_batches, eval_max_tokens
+from seqtag.data.token_text import pad_token_codes
 from seqtag.data.vectors import embedding_matrix, load_table_cached, load_vectors_cached
 from seqtag.data.vocab import PRETRAINED_KEY, Vocab, load_checkpoint, pretrained_words
 from seqtag.errors import SeqtagInputError
@@ -35,7 +36,9 @@ def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         word_ids, casing_ids, tag_ids: (B, T) long, padded with 0;  char_ids: (B, T, C) long;
         lengths: (B,) long;  index: (B,) long, the sentences' positions in their split;  document: (B,) long,
         each sentence's document (the position of its first sentence);
-        feature_ids: (B, T, F) long, only when the rows have ``feature_ids``.
+        feature_ids: (B, T, F) long, only when the rows have ``feature_ids``;
+        token_codes: (B, T, L) int32, the tokens' text (:mod:`seqtag.data.token_text`), only when the rows have
+        ``tokens``.
     """
     batch_size = len(rows)
     lengths = torch.tensor([len(r["word_ids"]) for r in rows], dtype=torch.long)
@@ -62,6 +65,8 @@ def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "index": torch.tensor([r["index"] for r in rows], dtype=torch.long),
         "document": torch.tensor([r.get("document", r["index"]) for r in rows], dtype=torch.long),
     }
+    if "tokens" in rows[0]:
+        batch["token_codes"] = pad_token_codes([r["tokens"] for r in rows])
     if "feature_ids" in rows[0]:
         num_features = len(rows[0]["feature_ids"][0])
         feature_ids = torch.zeros(batch_size, max_len, num_features, dtype=torch.long)
@@ -508,10 +513,22 @@ class TaggingDataModule(L.LightningDataModule):
         model = self.trainer.lightning_module if self.trainer is not None else None
         return bool(getattr(model, "reads_documents", False))
 
+    def batch_text(self) -> bool:
+        """Whether batches carry the tokens' text (``token_codes``): what the trainer's model needs (a model with
+        ``model.transformer``)."""
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return bool(getattr(model, "reads_token_text", False))
+
     def _loader(self, split: Split, train: bool) -> DataLoader:
         encoded = self._encode_split(split)
-        if self._packed.get(split, (None,))[0] is not encoded:
-            self._packed[split] = (encoded, PackedSplit(encoded))
+        text = self.batch_text()
+        packed = self._packed.get(split)
+        if packed is None or packed[0] is not encoded or (text and packed[1].token_codes is None):
+            tokens = None
+            if text:  # the rows' tokens as read: ``index`` is each row's position in the split read
+                read = self._read(split)["tokens"]
+                tokens = [read[i] for i in encoded["index"]]
+            self._packed[split] = (encoded, PackedSplit(encoded, tokens))
         dataset = self._packed[split][1]
         lengths = dataset.lengths.tolist()
         trainer = self.trainer
@@ -585,6 +602,7 @@ def iter_batches(
     batch_size: int,
     features: list[list[list[str]]] | None = None,
     documents: list[int] | None = None,
+    with_text: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of raw token lists for tagging from Python, in length order; ``index`` gives each one's position.
 
@@ -594,6 +612,7 @@ def iter_batches(
     ``features``: per sentence, its feature columns (F lists of T values), for a model trained with them.
     ``documents``: per sentence, its document id; batches then hold whole documents, in order (see
     :func:`seqtag.data.sampler.document_batches`).
+    ``with_text``: batches also carry the tokens' text as ``token_codes`` (for a model with ``model.transformer``).
     """
     if documents is None:
         lengths = [len(sentence) for sentence in sentences]
@@ -613,5 +632,7 @@ def iter_batches(
             row["tag_ids"] = []
             row["index"] = i
             row["document"] = documents[i] if documents is not None else i
+            if with_text:
+                row["tokens"] = sentences[i]
             rows.append(row)
         yield collate(rows)

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
+from seqtag.data.token_text import flat_token_codes
+
 
 def _lengths_and_values(column) -> tuple[torch.Tensor, object]:
     """(lengths of each list, the flattened values) of an Arrow list column."""
@@ -53,11 +55,16 @@ class PackedSplit:
 
     Indexing with a list of sentence positions returns a padded batch: ``word_ids``, ``casing_ids``, ``tag_ids``
     (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,); ``index``, ``document`` (B,); and ``feature_ids``
-    (B, T, F) when the split has a ``feature_ids`` column. A single int returns that sentence's row (lists), as
-    the Arrow dataset does.
+    (B, T, F) when the split has a ``feature_ids`` column; ``token_codes`` (B, T, L), the tokens' text
+    (:mod:`seqtag.data.token_text`), when ``tokens`` are given or the split has a ``tokens`` column. A single int
+    returns that sentence's row (lists), as the Arrow dataset does.
+
+    Args:
+        encoded: the encoded split.
+        tokens: each row's tokens as read, for batches that carry their text. Default: None
     """
 
-    def __init__(self, encoded: datasets.Dataset) -> None:
+    def __init__(self, encoded: datasets.Dataset, tokens: Sequence[Sequence[str]] | None = None) -> None:
         self.rows = encoded
         table = encoded.with_format("arrow")[:]  # selections (``Dataset.select``) applied
         self.lengths, words = _lengths_and_values(table.column("word_ids"))
@@ -80,6 +87,14 @@ class PackedSplit:
             _, values = _lengths_and_values(table.column("feature_ids"))  # (N,) lists of F ids
             num_features = len(values[0]) if len(values) else 0
             self.feature_ids = _to_tensor(values.flatten()).reshape(len(values), num_features)
+        self.token_codes: torch.Tensor | None = None  # (M,) int32 code points of all tokens, end to end
+        if tokens is None and "tokens" in table.column_names:
+            tokens = table.column("tokens").to_pylist()
+        if tokens is not None:
+            self.token_codes, self.code_lengths = flat_token_codes([t for sentence in tokens for t in sentence])
+            self.code_offsets = _offsets(self.code_lengths)  # (N + 1,)
+            if len(self.code_lengths) != len(self.word_ids):
+                raise ValueError(f"Expected the text of {len(self.word_ids)} tokens, got {len(self.code_lengths)}")
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -121,6 +136,13 @@ class PackedSplit:
             feature_ids = self.feature_ids.new_zeros(len(idx), width, self.feature_ids.shape[1])  # (B, T, F)
             feature_ids[real] = self.feature_ids[tokens]
             batch["feature_ids"] = feature_ids
+        if self.token_codes is not None:
+            code_lengths = self.code_lengths[tokens]
+            longest = max(int(code_lengths.max()), 1)
+            codes = _gather_padded(self.token_codes, self.code_offsets[tokens], code_lengths, longest)  # (n, L)
+            token_codes = torch.zeros(len(idx), width, longest, dtype=torch.int32)  # (B, T, L)
+            token_codes[real] = codes.to(torch.int32)
+            batch["token_codes"] = token_codes
         return batch
 
 

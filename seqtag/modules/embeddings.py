@@ -115,7 +115,7 @@ class TokenEmbedder(nn.Module):
     Args:
         vocab_size: word vocabulary size (0 = PAD, 1 = UNK).
         num_chars: character vocabulary size.
-        word_dim: word vector size. Default: 100
+        word_dim: word vector size; 0 = no word vectors. Default: 100
         char_encoder: ``"cnn"``, ``"lstm"`` or ``"none"``. Default: ``"cnn"``
         char_dim: character embedding size. Default: 30
         char_hidden: CNN filters, or LSTM hidden size per direction. Default: 50
@@ -157,7 +157,8 @@ class TokenEmbedder(nn.Module):
         if not 0.0 <= singleton_dropout < 1.0:
             raise ValueError(f"singleton_dropout should be in [0, 1), got {singleton_dropout}")
         self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
-        nn.init.uniform_(self.words.weight, -((3.0 / word_dim) ** 0.5), (3.0 / word_dim) ** 0.5)
+        if word_dim > 0:  # 0: no word vectors (a transformer or the characters represent the words)
+            nn.init.uniform_(self.words.weight, -((3.0 / word_dim) ** 0.5), (3.0 / word_dim) ** 0.5)
         self.words.weight.data[0] = 0.0
         self.words.weight.requires_grad_(not freeze_words)
         self.chars: nn.Module | None = None

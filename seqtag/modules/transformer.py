@@ -1,0 +1,378 @@
+"""Contextual token vectors from a pretrained Hugging Face encoder (BERT, RoBERTa, DeBERTa, ELECTRA, MiniLM, ...).
+
+The words of each sentence (the batch's ``token_codes``: their text, not vocabulary ids) are split into the
+encoder's subwords by its fast tokenizer (``is_split_into_words=True``; ``word_ids()`` maps subwords back to words),
+the encoder reads them, and each word gets one vector:
+
+- **pooling**: the vector of its first subword (``first``, as Devlin et al. 2019 tag with BERT) or the mean of its
+  subwords' vectors (``mean``);
+- **layers**: one hidden layer, or a scalar mix of several, ``gamma * sum_j softmax(s)_j h_j`` with learned ``s`` and
+  ``gamma`` (Peters et al. 2018): different layers hold different information, and which ones a task needs is
+  learned instead of guessed;
+- **windows**: a sentence longer than the encoder's maximum input (512 subwords for BERT) is read in overlapping
+  windows of at most that length, each starting half a window after the previous one (the last one ends at the
+  sentence's end); each word takes its vector from the window where it is most central, i.e. where the smaller of
+  its distances to the window's two edges is largest, so it always sees at least about a quarter of a window of
+  context on each side that the sentence has. A sentence that fits is one window: exactly the plain encoding. A
+  single word of more than half a window of subwords (a very long string of symbols) keeps its first half-window of
+  subwords.
+
+The encoder is frozen (kept in eval mode, run without gradients) unless ``finetune``; the scalar mix always learns.
+Its weights are part of the tagger's ``state_dict`` either way, and :meth:`TransformerEmbedder.spec` gives its
+config and tokenizer files as plain data, so a checkpoint rebuilds it with neither the original folder nor the Hub.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqtag.data.token_text import decode_token_codes
+from seqtag.errors import SeqtagInputError
+
+SPEC_KEY = "seqtag_transformer"  # the encoder's config and tokenizer files inside a tagger checkpoint
+POOLINGS = ("first", "mean")
+# At most about this many subword positions (windows x padded window length) go through the encoder at once, so a
+# very long sentence cut into many windows does not run them all in one call.
+SUBWORDS_PER_CALL = 8192
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise SeqtagInputError(
+            "model.transformer needs the transformers package: pip install 'seqtag[transformers]'"
+        ) from None
+    return transformers
+
+
+def parse_layers(layers: str | int, num_layers: int) -> list[int] | None:
+    """The hidden states a ``transformer_layers`` value selects, as indices 0 (the embedding output) to
+    ``num_layers`` (the last layer); None for ``last`` (the encoder's output, ``last_hidden_state``).
+
+    ``all``: every hidden state, the embedding output included (as ELMo's mix includes its token layer);
+    ``-1,-2,-3,-4`` or ``4,5,6``: those states, negative ones counted from the last layer (-1).
+
+    Example:
+        >>> parse_layers("-1,-2", 12), parse_layers("all", 2), parse_layers("last", 12)
+        ([12, 11], [0, 1, 2], None)
+    """
+    text = str(layers).strip().lower()
+    if text == "last":
+        return None
+    if text == "all":
+        return list(range(num_layers + 1))
+    try:
+        picked = [int(part) for part in text.split(",")]
+    except ValueError:
+        picked = []
+    resolved = [p + num_layers + 1 if p < 0 else p for p in picked]
+    if not resolved or any(not 0 <= p <= num_layers for p in resolved) or len(set(resolved)) != len(resolved):
+        raise SeqtagInputError(
+            f"transformer_layers should be 'all', 'last' or distinct layer numbers between {-num_layers - 1} and "
+            f"{num_layers} separated by commas (0 = the embedding output, -1 = the last layer), got {layers!r}"
+        )
+    return resolved
+
+
+def _tokenizer_files(tokenizer: Any) -> dict[str, str]:
+    """The files ``tokenizer.save_pretrained`` writes, as text; binary ones (a sentencepiece model) are left out:
+    ``tokenizer.json``, which a fast tokenizer always writes, holds all it needs."""
+    files: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file():
+                try:
+                    files[path.name] = path.read_text(encoding="utf-8")
+                except UnicodeDecodeError:
+                    continue
+    return files
+
+
+def _load_tokenizer(transformers: Any, source: str) -> Any:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    if getattr(tokenizer, "add_prefix_space", None) is False:
+        # Byte-level BPE (RoBERTa, GPT-2) reads pre-split words only with a space before each one.
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, add_prefix_space=True)
+    return tokenizer
+
+
+def load_encoder(source: str | dict[str, Any]) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """The encoder, its tokenizer and its spec (``name``, ``config`` as a plain dict, ``tokenizer`` files as text).
+
+    ``source``: a model folder or Hub name (weights loaded), or a spec from :meth:`TransformerEmbedder.spec`
+    (architecture only: the weights come with the tagger's state_dict).
+    """
+    transformers = _transformers()
+    if isinstance(source, dict):
+        try:
+            name, config, files = source["name"], dict(source["config"]), dict(source["tokenizer"])
+        except (KeyError, TypeError) as err:
+            raise SeqtagInputError(f"model.transformer: a saved encoder spec needs {err}, got {list(source)}") from None
+        model_type = config.pop("model_type", None)
+        try:
+            model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **config))
+        except ValueError as err:
+            raise SeqtagInputError(f"model.transformer: cannot rebuild the encoder {name!r}: {err}") from None
+        with tempfile.TemporaryDirectory() as folder:
+            for file_name, text in files.items():
+                if Path(file_name).name != file_name or file_name in ("", ".", ".."):
+                    raise SeqtagInputError(f"model.transformer: {file_name!r} is not a tokenizer file name")
+                (Path(folder) / file_name).write_text(text, encoding="utf-8")
+            tokenizer = _load_tokenizer(transformers, folder)
+    else:
+        name = str(source)
+        try:
+            tokenizer = _load_tokenizer(transformers, name)
+            model = transformers.AutoModel.from_pretrained(name)
+        except (OSError, ValueError) as err:
+            raise SeqtagInputError(
+                f"model.transformer should be a Hugging Face encoder's folder or Hub name, got {name!r}: {err}"
+            ) from None
+        files = _tokenizer_files(tokenizer)
+    if not getattr(tokenizer, "is_fast", False) or "tokenizer.json" not in files:
+        raise SeqtagInputError(
+            f"model.transformer {name!r} has no fast tokenizer (tokenizer.json): words are mapped to subwords with "
+            f"its word_ids(), which only fast tokenizers give"
+        )
+    model.float()  # weights saved in half precision are trained and read in float32; the Trainer sets precision
+    config = json.loads(model.config.to_json_string(use_diff=False))
+    return model, tokenizer, {"name": name, "config": config, "tokenizer": files}
+
+
+class ScalarMix(nn.Module):
+    """``gamma * sum_j softmax(s)_j h_j`` over L hidden layers (Peters et al. 2018), starting as their mean.
+
+    Shape:
+        layers: L tensors (..., H);  returns: (..., H)
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(num_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+        weights = torch.softmax(self.weights, dim=0).to(layers[0].dtype)
+        mixed = weights[0] * layers[0]
+        for weight, layer in zip(weights[1:], layers[1:]):
+            mixed = mixed + weight * layer
+        return self.gamma.to(mixed.dtype) * mixed
+
+
+class TransformerEmbedder(nn.Module):
+    """One vector per word from a Hugging Face encoder (see the module docstring).
+
+    Args:
+        source: a model folder or Hub name, or the spec a tagger checkpoint keeps (:meth:`spec`).
+        pooling: ``first`` (the word's first subword) or ``mean`` (the mean of its subwords). Default: ``first``
+        layers: ``all`` (a scalar mix of every hidden state), ``last`` (the encoder's output) or layer numbers such
+            as ``-1,-2,-3,-4`` (one: that layer; several: their scalar mix). Default: ``all``
+        finetune: train the encoder with the tagger; otherwise it stays frozen, in eval mode. Default: False
+        max_length: the most subwords the encoder reads at once, special tokens included. Default: the smaller of
+            the tokenizer's ``model_max_length`` and the model's ``max_position_embeddings``
+
+    Shape:
+        token_codes: (B, T, L) int, the tokens' code points (:mod:`seqtag.data.token_text`);  lengths: (B,) long;
+        returns: (B, T, H), H = ``output_size`` (the encoder's hidden size), zeros at padding positions
+
+    Example:
+        >>> embedder = TransformerEmbedder("bert-base-cased")  # doctest: +SKIP
+        >>> from seqtag.data.token_text import pad_token_codes  # doctest: +SKIP
+        >>> embedder(pad_token_codes([["EU", "rejects", "German", "call"]]), torch.tensor([4])).shape  # doctest: +SKIP
+        torch.Size([1, 4, 768])
+    """
+
+    def __init__(
+        self,
+        source: str | dict[str, Any],
+        pooling: str = "first",
+        layers: str | int = "all",
+        finetune: bool = False,
+        max_length: int | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise SeqtagInputError(f"transformer_pooling should be one of 'first', 'mean', got {pooling!r}")
+        self.encoder, self.tokenizer, self._spec = load_encoder(source)
+        config = self.encoder.config
+        self.layers = parse_layers(layers, int(config.num_hidden_layers))
+        self.mix = ScalarMix(len(self.layers)) if self.layers is not None and len(self.layers) > 1 else None
+        self.pooling = pooling
+        self.finetune = finetune
+        self.output_size = int(config.hidden_size)
+        self.encoder.requires_grad_(finetune)
+        pooler = getattr(self.encoder, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)  # the sentence vector is not read: no gradient would ever reach it
+        self._set_specials()
+        if max_length is None:
+            limit = getattr(self.tokenizer, "model_max_length", None)
+            positions = getattr(config, "max_position_embeddings", None)
+            if limit is None or limit > 1_000_000:  # no limit recorded: transformers' huge sentinel
+                limit = positions or 512
+            max_length = min(limit, positions) if positions else limit
+        self.window = int(max_length) - len(self.prefix) - len(self.suffix)  # subwords of the sentence per window
+        if self.window < 2:
+            raise SeqtagInputError(
+                f"model.transformer reads at most {max_length} subwords, {len(self.prefix) + len(self.suffix)} of "
+                f"them special tokens: too few for windows of a sentence"
+            )
+        self.train()
+
+    def _set_specials(self) -> None:
+        """The special tokens the tokenizer puts before and after a sentence ([CLS] ... [SEP] for BERT)."""
+        encoding = self.tokenizer([["a"]], is_split_into_words=True, add_special_tokens=True)
+        ids, words = encoding["input_ids"][0], encoding.word_ids(0)
+        first = words.index(0)
+        last = len(words) - 1 - words[::-1].index(0)
+        self.prefix, self.suffix = list(ids[:first]), list(ids[last + 1 :])
+        unknown = self.tokenizer.unk_token_id
+        self.unknown_id = unknown if unknown is not None else (self.tokenizer.pad_token_id or 0)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def spec(self) -> dict[str, Any]:
+        """The encoder's name, config (plain dict) and tokenizer files (text): with the weights in the tagger's
+        state_dict, all a reload needs."""
+        return {
+            "name": self._spec["name"],
+            "config": dict(self._spec["config"]),
+            "tokenizer": dict(self._spec["tokenizer"]),
+        }
+
+    def train(self, mode: bool = True) -> TransformerEmbedder:
+        super().train(mode)
+        if not self.finetune:
+            self.encoder.eval()  # a frozen encoder runs without dropout
+        return self
+
+    # -------------------------------------------------------------------------------------- words → windows
+    def subwords(self, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        """Each word's subword ids. A word the tokenizer drops entirely (empty, or only characters it strips, such
+        as a zero-width space) is its unknown token; a word longer than half a window keeps its first half."""
+        encoding = self.tokenizer(
+            [list(words) for words in sentences], is_split_into_words=True, add_special_tokens=False
+        )
+        cap = self.window - self.window // 2
+        pieces = []
+        for i, words in enumerate(sentences):
+            per_word: list[list[int]] = [[] for _ in words]
+            for piece, word in zip(encoding["input_ids"][i], encoding.word_ids(i)):
+                if word is not None:
+                    per_word[word].append(piece)
+            pieces.append([ids[:cap] if ids else [self.unknown_id] for ids in per_word])
+        return pieces
+
+    def windows(self, pieces: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+        """One sentence's windows: their start offsets into its subwords, and each word's window (an index into
+        the starts), the one where the word is most central (ties: the earlier window).
+
+        Example:
+            >>> embedder = TransformerEmbedder.__new__(TransformerEmbedder); embedder.window = 4
+            >>> embedder.windows([[1], [2], [3], [4], [5], [6]])  # windows [0, 4), [2, 6)
+            ([0, 2], [0, 0, 0, 1, 1, 1])
+        """
+        sizes = np.array([len(p) for p in pieces])
+        ends = np.cumsum(sizes)
+        starts_of_words = ends - sizes
+        total, width = int(ends[-1]) if len(ends) else 0, self.window
+        if total <= width:
+            return [0], [0] * len(pieces)
+        step = width // 2
+        starts = np.array([*range(0, total - width, step), total - width])
+        left = starts_of_words[:, None] - starts[None, :]  # (T, K) room before the word in each window
+        right = starts[None, :] + width - ends[:, None]  # (T, K) room after it
+        room = np.minimum(left, right)
+        room[(left < 0) | (right < 0)] = -(10**9)  # the word is not (wholly) in that window
+        return starts.tolist(), room.argmax(axis=1).tolist()
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def forward(self, token_codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        sentences = decode_token_codes(token_codes, lengths)
+        batch, width = token_codes.shape[0], token_codes.shape[1]
+        device = next(self.encoder.parameters()).device
+        window_ids: list[list[int]] = []
+        rows, window_of_word, positions, counts = [], [], [], []  # per real word, in batch order
+        for b, pieces in enumerate(self.subwords(sentences)):
+            starts, chosen = self.windows(pieces)
+            flat = [piece for ids in pieces for piece in ids]
+            first_window = len(window_ids)
+            for start in starts:
+                window_ids.append(self.prefix + flat[start : start + self.window] + self.suffix)
+            offset = 0
+            for t, (ids, k) in enumerate(zip(pieces, chosen)):
+                rows.append(b * width + t)
+                window_of_word.append(first_window + k)
+                positions.append(len(self.prefix) + offset - starts[k])
+                counts.append(len(ids))
+                offset += len(ids)
+        longest = max(len(ids) for ids in window_ids)
+        input_ids = torch.full((len(window_ids), longest), self.pad_id, dtype=torch.long)  # (W, S)
+        attention = torch.zeros(len(window_ids), longest, dtype=torch.long)  # (W, S)
+        for w, ids in enumerate(window_ids):
+            input_ids[w, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[w, : len(ids)] = 1
+        pooled = self.pool_words(
+            input_ids.to(device),
+            attention.to(device),
+            torch.tensor(window_of_word, dtype=torch.long),
+            torch.tensor(positions, dtype=torch.long),
+            torch.tensor(counts, dtype=torch.long),
+        )  # (N, H)
+        out = pooled.new_zeros(batch * width, pooled.shape[-1])
+        return out.index_copy(0, torch.tensor(rows, device=pooled.device), pooled).view(batch, width, -1)  # (B, T, H)
+
+    def pool_words(
+        self,
+        input_ids: torch.Tensor,
+        attention: torch.Tensor,
+        window_of_word: torch.Tensor,
+        positions: torch.Tensor,
+        counts: torch.Tensor,
+    ) -> torch.Tensor:
+        """Runs the windows through the encoder a few at a time and pools each word's subwords.
+
+        Shape:
+            input_ids, attention: (W, S) long;  window_of_word, positions, counts: (N,) long, each word's window,
+            the position of its first subword there, its number of subwords (non-decreasing windows);
+            returns: (N, H)
+        """
+        per_call = max(1, SUBWORDS_PER_CALL // input_ids.shape[1])
+        span = counts.max().item() if self.pooling == "mean" else 1
+        offsets = torch.arange(span)  # (P,)
+        parts = []
+        for w0 in range(0, input_ids.shape[0], per_call):
+            w1 = min(w0 + per_call, input_ids.shape[0])
+            lo, hi = np.searchsorted(window_of_word.numpy(), [w0, w1])
+            hidden = self.hidden(input_ids[w0:w1], attention[w0:w1])  # (w, S, H)
+            take = offsets[None, :] < counts[lo:hi, None]  # (n, P) the word's own subwords
+            index = (window_of_word[lo:hi, None] - w0) * hidden.shape[1] + positions[lo:hi, None] + offsets  # (n, P)
+            index = torch.where(take, index, 0).to(hidden.device)
+            vectors = hidden.flatten(0, 1)[index.flatten()].view(*index.shape, -1)  # (n, P, H)
+            weights = take.to(hidden.device, hidden.dtype) / take.sum(1, keepdim=True).to(hidden.device, hidden.dtype)
+            parts.append((vectors * weights[..., None]).sum(1))  # (n, H)
+        return torch.cat(parts)  # (N, H)
+
+    def hidden(self, input_ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """The selected hidden states of some windows, mixed.
+
+        Shape:
+            input_ids, attention: (w, S) long;  returns: (w, S, H)
+        """
+        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
+            outputs = self.encoder(
+                input_ids=input_ids, attention_mask=attention, output_hidden_states=self.layers is not None
+            )
+        if self.layers is None:
+            return outputs.last_hidden_state
+        states = [outputs.hidden_states[i] for i in self.layers]
+        return states[0] if self.mix is None else self.mix(states)
