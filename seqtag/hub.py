@@ -169,6 +169,11 @@ def save_checkpoint_dict(
 
     if VOCAB_KEY not in checkpoint or "hyper_parameters" not in checkpoint:
         raise SeqtagInputError("not a seqtag tagger checkpoint: no vocabulary or hyperparameters")
+    # State a model keeps beside its weights that this layout does not carry: a folder without it would not load.
+    known = (VOCAB_KEY, PRETRAINED_KEY, CHAR_LM_KEY)
+    unknown = sorted(k for k in checkpoint if k.startswith("seqtag_") and k not in known)
+    if unknown:
+        raise SeqtagInputError(f"the checkpoint holds {unknown}, which a model folder (format {FORMAT_VERSION}) lacks")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = dict(checkpoint["state_dict"])
@@ -418,7 +423,7 @@ def checkpoint_file(folder: str | Path) -> Path:
     checkpoint.pop("test_results", None)
     checkpoint["pytorch-lightning_version"] = lightning.__version__
     checkpoint["epoch"], checkpoint["global_step"] = 0, 0
-    checkpoint["seqtag_source"] = str(folder)
+    checkpoint["converted_from"] = str(folder)
     with atomic_open(target, "wb") as f:
         torch.save(checkpoint, f)
     return target

@@ -358,3 +358,10 @@ def test_character_lms_document_memory_and_feature_columns_travel(tmp_path):
     assert shared.tag(new, features=new_features, documents=[0, 0]) == tagger.tag(new, features=new_features)
     config = json.loads((tmp_path / "folder" / "config.json").read_text())
     assert config["model"]["char_lm_forward"]["hyper_parameters"]["hidden_size"] == 7  # the spec, not a path
+
+
+def test_state_a_folder_cannot_carry_is_an_error_not_a_broken_folder(checkpoint, tmp_path):
+    saved = torch.load(checkpoint, weights_only=True)
+    with pytest.raises(SeqtagInputError, match=r"holds \['seqtag_new_state'\], which a model folder"):
+        hub.save_checkpoint_dict({**saved, "seqtag_new_state": {}}, tmp_path / "folder")
+    assert not (tmp_path / "folder").exists()
