@@ -539,17 +539,23 @@ class Tagger(L.LightningModule):
 
     def use_vectors_file(self, path: str | Path, keep_vectors: int = 400_000) -> None:
         """Takes the pretrained vectors of words outside the vocabulary from a vectors file (its first
-        ``keep_vectors`` words) instead of the table the checkpoint keeps; 0 drops the table (such words are UNK)."""
+        ``keep_vectors`` words) instead of the table the checkpoint keeps; 0 drops the table (such words are UNK).
+        With a fastText model (``.bin``), every other word of the texts tagged gets the vector its character
+        n-grams give (:class:`~seqtag.data.fasttext_model.SubwordTable`; see docs/vectors.md)."""
+        from seqtag.data.fasttext_model import SubwordTable
         from seqtag.data.vectors import load_table_cached
 
+        self.subword_table = None
         if not keep_vectors:
             self.vocab.attach_pretrained([])
             self.embedder.set_pretrained_table(None)
             return
         words, matrix = load_table_cached(path, keep_vectors)
         keep = [j for j, w in enumerate(words) if w not in self.vocab.word_index]
+        table = torch.from_numpy(matrix[keep])
         self.vocab.attach_pretrained([words[j] for j in keep])
-        self.embedder.set_pretrained_table(torch.from_numpy(matrix[keep]))
+        self.embedder.set_pretrained_table(table)
+        self.subword_table = SubwordTable.for_file(path, table)
 
     @property
     def tokenize_mode(self) -> str:
@@ -691,6 +697,9 @@ class Tagger(L.LightningModule):
         kept_tokens = [token_lists[i] for i in nonempty]
         previous = getattr(self, "decode_options", None)
         self.decode_options = options
+        subwords = getattr(self, "subword_table", None)  # set by use_vectors_file with a fastText model
+        if subwords is not None and subwords.add(self.vocab, kept_tokens):
+            self.embedder.set_pretrained_table(subwords.table)
         try:
             text = self.reads_token_text
             for batch in iter_batches(self.vocab, kept_tokens, batch_size, kept_features, document_ids, text):

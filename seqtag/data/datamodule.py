@@ -6,10 +6,12 @@ The vocabulary exists once ``__init__`` returns, so LightningCLI can link ``data
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import datasets
@@ -18,8 +20,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from seqtag.data import schemes
+from seqtag.data.fasttext_model import SubwordTable
 from seqtag.data.packed import PackedSplit, passthrough
-from seqtag.data.readers import count_columns, read_dataset, sniff_predict_format
+from seqtag.data.readers import count_columns, iter_sentences, read_dataset, sniff_predict_format
 from seqtag.data.sampler import BucketBatchSampler, document_batches, eval_max_tokens
 from seqtag.data.token_text import pad_token_codes
 from seqtag.data.vectors import embedding_matrix, load_table_cached, load_vectors_cached
@@ -133,6 +136,10 @@ class TaggingDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes. Default: 0
         cache_dir: the ``datasets`` cache folder. Default: the ``datasets`` default
         seed: seed of the batch order. Default: 0
+        predict_chunk_size: ``seqtag predict`` reads, encodes and tags its input this many sentences at a time, so
+            memory stays flat however long the input is (predictions are written as they come, in input order);
+            under DDP each process tags every P-th chunk. Batches are cut within a chunk (for a model reading
+            documents, chunks hold whole documents). Default: 10000
     """
 
     def __init__(
@@ -166,6 +173,7 @@ class TaggingDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         seed: int = 0,
+        predict_chunk_size: int = 10_000,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -185,7 +193,12 @@ class TaggingDataModule(L.LightningDataModule):
         self._encoded: dict[str, datasets.Dataset] = {}
         self._packed: dict[str, tuple[datasets.Dataset, PackedSplit]] = {}  # keyed by the encoded split it packs
         self._pretrained: torch.Tensor | None = None
+        self._options: dict[str, dict[str, Any]] = {}  # reading options of the data to tag, sniffed once
+        self._text_mode: str | None = None  # how raw text to tag is tokenized, from the vocabulary
         self._table: tuple[list[str], torch.Tensor] | None = None
+        self._subwords: SubwordTable | None = None  # with a fastText model as word_vectors
+        if predict_chunk_size < 1:
+            raise SeqtagInputError(f"predict_chunk_size should be >= 1, got {predict_chunk_size}")
         if keep_vectors < 0:
             raise SeqtagInputError(f"keep_vectors should be >= 0, got {keep_vectors}")
         if vocab is not None:
@@ -206,12 +219,20 @@ class TaggingDataModule(L.LightningDataModule):
         words, matrix = load_table_cached(self.hparams.word_vectors, self.hparams.keep_vectors)
         index = self.vocab.word_index
         keep = [j for j, w in enumerate(words) if w not in index]
-        return [words[j] for j in keep], torch.from_numpy(matrix[keep])
+        table = torch.from_numpy(matrix[keep])
+        self._subwords = SubwordTable.for_file(self.hparams.word_vectors, table)
+        return [words[j] for j in keep], table
 
     def pretrained_table(self) -> tuple[list[str], torch.Tensor] | None:
         """(words, (P, dim) vectors) of the pretrained words outside the vocabulary (ids ``vocab_size`` on), or
         None."""
         return self._table
+
+    def _add_subwords(self, sentences: Iterable[Sequence[str]]) -> None:
+        """With a fastText model as ``word_vectors``: the words of data to evaluate or tag that neither the
+        vocabulary nor the table holds join the table with their subword vector, before the data is encoded."""
+        if self._subwords is not None and self._subwords.add(self.vocab, sentences):
+            self._table = (list(self.vocab.pretrained_words), self._subwords.table)
 
     # ----------------------------------------------------------------------------------------------- reading
     def _read(self, split: Split) -> datasets.Dataset:
@@ -226,6 +247,25 @@ class TaggingDataModule(L.LightningDataModule):
             return self._raw[split]
         if source is None:
             raise SeqtagInputError(f"data.{split} is not set: give a file, folder or hub name")
+        options = self._reading_options(split)
+        if split == "predict" and options["format"] == "text":
+            dataset = datasets.Dataset.from_list(list(self._read_raw_text(source)))
+        else:
+            dataset = read_dataset(source, **options)
+        if split == "train":
+            self._train_full = dataset
+            if hp.validation_from_train > 0:
+                dataset = dataset.select(range(len(dataset) - int(len(dataset) * hp.validation_from_train)))
+        self._raw[split] = dataset
+        return dataset
+
+    def _reading_options(self, split: Split) -> dict[str, Any]:
+        """The options of :func:`~seqtag.data.readers.read_dataset` for ``split``. The data to tag, when
+        ``format`` is ``auto``, is sniffed once: plain text or a column file, and whether its columns hold gold
+        tags."""
+        hp = self.hparams
+        if split == "predict" and split in self._options:
+            return self._options[split]
         options: dict[str, Any] = {
             "format": hp.format,
             "token_column": hp.token_column,
@@ -236,6 +276,7 @@ class TaggingDataModule(L.LightningDataModule):
             "split": split,
             "cache_dir": hp.cache_dir,
         }
+        source = getattr(hp, split)
         if split == "predict":
             options["with_tags"] = False
             if hp.format == "auto" and not source.endswith((".conllu", ".json", ".jsonl", ".parquet")):
@@ -248,26 +289,32 @@ class TaggingDataModule(L.LightningDataModule):
                     columns = count_columns(source, hp.encoding)
                     options["with_tags"] = options["format"] == "conll" and columns > inputs
                 except SeqtagInputError:
-                    pass  # read_dataset reports the missing file
-        if split == "predict" and options["format"] == "text":
-            dataset = self._read_raw_text(source)
-        else:
-            dataset = read_dataset(source, **options)
-        if split == "train":
-            self._train_full = dataset
-            if hp.validation_from_train > 0:
-                dataset = dataset.select(range(len(dataset) - int(len(dataset) * hp.validation_from_train)))
-        self._raw[split] = dataset
-        return dataset
+                    return options  # the reader reports the missing file; nothing to keep
+            self._options[split] = options
+        return options
 
-    def _read_raw_text(self, source: str) -> datasets.Dataset:
+    def _read_raw_text(self, source: str) -> Iterator[dict[str, Any]]:
         """Raw text to tag, tokenized as the model's training data was (words, or characters for a model trained on
-        one-character tokens), with each token's offsets into its line."""
+        one-character tokens), with each token's offsets into its line: a generator."""
         from seqtag.data.rawtext import read_raw_text
         from seqtag.tokenize import mode_for_vocabulary
 
-        mode = mode_for_vocabulary(self.vocab.words[2:], self.vocab.word_counts[2:] or None)
-        return datasets.Dataset.from_list(list(read_raw_text(source, self.hparams.encoding, mode)))
+        if self._text_mode is None:
+            self._text_mode = mode_for_vocabulary(self.vocab.words[2:], self.vocab.word_counts[2:] or None)
+        return read_raw_text(source, self.hparams.encoding, self._text_mode)
+
+    def predict_sentences(self) -> Iterator[dict[str, Any]]:
+        """The data to tag, read one sentence at a time (nothing is cached): ``tokens``, ``tags`` (gold tags of a
+        column file that has them, else empty), ``document``, ``features`` with feature columns, and for raw text
+        ``line``, ``text``, ``char_starts`` and ``char_ends``."""
+        source = self.hparams.predict
+        if source is None:
+            raise SeqtagInputError("data.predict is not set: give a file, folder or hub name")
+        options = dict(self._reading_options("predict"))
+        if options["format"] == "text":
+            return self._read_raw_text(source)
+        options.pop("cache_dir")
+        return iter_sentences(source, **options)
 
     def _read_train_full(self) -> datasets.Dataset:
         self._read("train")
@@ -394,14 +441,12 @@ class TaggingDataModule(L.LightningDataModule):
         if split in self._encoded:
             return self._encoded[split]
         raw = self._read(split)
+        if split != "train":
+            self._add_subwords(raw["tokens"])
         vocab = self.vocab
         hp = self.hparams
         source = getattr(hp, split) or hp.train
-        if len(vocab.features) != len(hp.feature_columns or []):
-            raise SeqtagInputError(
-                f"the model reads {len(vocab.features)} feature columns but data.feature_columns is "
-                f"{hp.feature_columns}: use the training's data options"
-            )
+        self._check_feature_columns()
         with_features = bool(vocab.features)
         label_index = vocab.label_index
         unknown: set[str] = set()
@@ -476,6 +521,13 @@ class TaggingDataModule(L.LightningDataModule):
         self._encoded[split] = encoded
         return encoded
 
+    def _check_feature_columns(self) -> None:
+        if len(self.vocab.features) != len(self.hparams.feature_columns or []):
+            raise SeqtagInputError(
+                f"the model reads {len(self.vocab.features)} feature columns but data.feature_columns is "
+                f"{self.hparams.feature_columns}: use the training's data options"
+            )
+
     def _fingerprint(self, raw: datasets.Dataset, split: str) -> str:
         state = json.dumps([raw._fingerprint, split, self.data_scheme, self.vocab.to_dict()], sort_keys=True)
         table = "\n".join(self.vocab.pretrained_words)
@@ -486,12 +538,23 @@ class TaggingDataModule(L.LightningDataModule):
             "fit": ["train", "validation"],
             "validate": ["validation"],
             "test": ["test"],
-            "predict": ["predict"],
         }.get(stage or "fit", [])
         for split in needed:
             if split == "validation" and self.hparams.validation is None and self.hparams.validation_from_train == 0:
                 continue
             self._encode_split(split)
+        if stage == "predict":
+            self._check_predict()
+            if self._subwords is not None:  # reads the input once more: its words are known before tagging starts
+                self._add_subwords(sentence["tokens"] for sentence in self.predict_sentences())
+
+    def _check_predict(self) -> None:
+        """Reads the first chunk of the data to tag, which is streamed (see :meth:`predict_dataloader`): a missing
+        file, wrong options or a bad line near its start stop ``seqtag predict`` before any tagging. A bad line
+        further on stops it when it is read, naming the file and line, and no output is left."""
+        self._check_feature_columns()
+        for _ in itertools.islice(self.predict_sentences(), self.hparams.predict_chunk_size):
+            pass
 
     def sentences(self, split: Split) -> datasets.Dataset:
         """The split as read (string tokens and tags in the data's scheme)."""
@@ -576,7 +639,35 @@ class TaggingDataModule(L.LightningDataModule):
         return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", train=False)
+        """The data to tag, streamed (:class:`~seqtag.data.streaming.PredictStream`): read, encoded and batched
+        ``predict_chunk_size`` sentences at a time, so memory does not grow with the input; batches carry their
+        sentences as read, for the prediction writer. Under DDP, process r tags chunks r, r + P, r + 2P, ..."""
+        from seqtag.data.streaming import PredictStream, chunk_batches, encode_sentence
+
+        hp = self.hparams
+        self._check_feature_columns()
+        by_document = self.batch_by_document()
+        batches = functools.partial(
+            chunk_batches,
+            batch_size=hp.eval_batch_size,
+            bucketing=self.eval_bucketing(),
+            by_document=by_document,
+        )
+        encode = functools.partial(encode_sentence, self.vocab)
+        if self.batch_text():
+            encode = functools.partial(_with_text, encode)
+        trainer = self.trainer
+        stream = PredictStream(
+            self.predict_sentences,
+            encode,
+            batches,
+            hp.predict_chunk_size,
+            document_piece=hp.eval_batch_size if by_document else None,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+        # batch_size=None: the stream yields whole batches; each worker reads the input and packs its own chunks.
+        return DataLoader(stream, batch_size=None, collate_fn=passthrough, num_workers=hp.num_workers)
 
     # ------------------------------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -594,6 +685,11 @@ class TaggingDataModule(L.LightningDataModule):
                 "the checkpoint's vocabulary differs from the one built from data.train: use the same training data "
                 "and options, or pass data.vocab=<vocab.json saved beside the checkpoint>"
             )
+
+
+def _with_text(encode: Any, sentence: dict[str, Any]) -> dict[str, list]:
+    """A sentence's ids and its tokens as read, which batches then carry as ``token_codes``."""
+    return {**encode(sentence), "tokens": list(sentence["tokens"])}
 
 
 def iter_batches(

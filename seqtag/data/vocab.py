@@ -93,6 +93,13 @@ class Vocab:
         offset = len(self.words)
         self.pretrained_index = {w: offset + j for j, w in enumerate(self.pretrained_words)}
 
+    def add_pretrained(self, words: Sequence[str]) -> None:
+        """Appends words to the pretrained ones (ids after theirs, which do not change), e.g. words given a subword
+        vector when a text is tagged (:class:`seqtag.data.fasttext_model.SubwordTable`)."""
+        offset = len(self.words) + len(self.pretrained_words)
+        self.pretrained_index.update((w, offset + j) for j, w in enumerate(words))
+        self.pretrained_words.extend(words)
+
     def word_id(self, token: str) -> int:
         """The id of a token: its vocabulary entry, else its pretrained vector's row, else UNK."""
         word = self.normalize(token)
@@ -280,4 +287,3 @@ def load_checkpoint(path: str | Path) -> dict:
     if isinstance(checkpoint.get("hyper_parameters"), dict):
         checkpoint["hyper_parameters"] = dict(checkpoint["hyper_parameters"])
     return checkpoint
-
