@@ -12,7 +12,7 @@ With ``--model`` the script starts ``seqtag serve`` itself on a free port and st
 
     python scripts/load_test.py --model /path/to/best.ckpt --data ../shared/data/conll2003/eng.testb
     python scripts/load_test.py --url http://127.0.0.1:8000 --data ../shared/data/conll2003/eng.testb
-    python scripts/load_test.py --model best.ckpt --data eng.testb --serve-args "--max-batch-size 1"
+    python scripts/load_test.py --model best.ckpt --data eng.testb --serve-args="--max-batch-size 1"
 """
 
 from __future__ import annotations

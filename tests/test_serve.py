@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow  # a model trained and a server started: about a m
 
 from seqtag.cli import main  # noqa: E402
 from seqtag.serving.requests import Limits, RequestError, parse_request  # noqa: E402
+from seqtag.serving.server import load_tagger  # noqa: E402
 from seqtag.tagger import Tagger  # noqa: E402
 from tests.conftest import write  # noqa: E402
 from tests.test_cli import QUICKSTART, ROOT, seqtag  # noqa: E402
@@ -237,8 +238,14 @@ def test_parse_request_normalizes_and_counts_tokens():
     ]
 
 
-def test_serve_refuses_a_missing_checkpoint_and_another_host(tmp_path, capsys):
+def test_a_model_folder_serves_as_its_checkpoint(checkpoint, tagger, tmp_path):
+    folder = tagger.save_pretrained(tmp_path / "folder")
+    records = load_tagger(str(folder)).predict(TEXT, n_best=2)
+    assert records == load_tagger(str(checkpoint)).predict(TEXT, n_best=2)
+
+
+def test_serve_refuses_a_missing_model_and_another_host(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "nope.ckpt")]) == 2
-    assert "no such checkpoint file" in capsys.readouterr().err
+    assert "nope.ckpt: not a model folder" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path / "nope.ckpt"), "--host", "10.1.2.3"]) == 2
     assert "--host should be" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """``seqtag serve``: a trained tagger behind an HTTP JSON API, built with LitServe.
 
     seqtag serve --model runs/seqtag/<run>/checkpoints/best.ckpt --port 8000
+    seqtag serve --model you/my-ner        # a model folder, or a Hugging Face Hub model (see docs/sharing.md)
     curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"text": "Angela Merkel visited Paris."}'
     curl -s localhost:8000/health
 
@@ -9,12 +10,13 @@
 ``Tagger.predict`` and JSONL predictions give; a record's ``input`` is the index of its object in the body.
 ``GET /health`` answers 200 once the model is loaded (503 before).
 
-Processes (LitServe's): this command's process loads the checkpoint once, to fail at once on a bad one and to read
-what requests are checked against (tokenization mode, feature columns), then starts the model's worker process(es)
-and one HTTP process. The HTTP process parses and checks each request (``PredictBody``), so a bad one gets its own
-4xx answer and never reaches the model. The worker loads the tagger in ``TaggerAPI.setup`` and tags the requests
-that arrive together (up to ``max_batch_size``, waiting at most ``batch_timeout`` seconds for them) with one
-``Tagger.predict`` call over all their sentences. Stop it with Ctrl-C or SIGTERM.
+Processes (LitServe's): this command's process loads the model once (a Hub model is downloaded there, once), to
+fail at once on a bad one and to read what requests are checked against (tokenization mode, feature columns), then
+starts the model's worker process(es) and one HTTP process. The HTTP process parses and checks each request
+(``PredictBody``), so a bad one gets its own 4xx answer and never reaches the model. The worker loads the tagger in
+``TaggerAPI.setup`` and tags the requests that arrive together (up to ``max_batch_size``, waiting at most
+``batch_timeout`` seconds for them) with one ``Tagger.predict`` call over all their sentences.
+Stop it with Ctrl-C or SIGTERM.
 """
 
 # No `from __future__ import annotations`: LitServe reads decode_request's annotation (PredictBody) as the body type
@@ -24,6 +26,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from seqtag.errors import SeqtagInputError
@@ -55,11 +58,20 @@ class PredictBody(RootModel[Any]):
         return parse_request(body, LIMITS)
 
 
+def load_tagger(model: str, map_location: str = "cpu") -> Any:
+    """A ``Tagger`` from a checkpoint file (``Tagger.load``) or a model folder (``Tagger.from_pretrained``)."""
+    from seqtag.tagger import Tagger
+
+    if Path(model).is_file():
+        return Tagger.load(model, map_location=map_location)
+    return Tagger.from_pretrained(model, map_location=map_location)
+
+
 class TaggerAPI(ls.LitAPI):
     """Tags the requests of a batch with one ``Tagger.predict`` call.
 
     Args:
-        checkpoint: the tagger's checkpoint (``best.ckpt``).
+        model: the tagger's checkpoint (``best.ckpt``) or model folder (see :func:`load_tagger`).
         threads: torch threads of the worker (None: torch's default). Default: None
         batch_size: sentences per forward pass inside ``Tagger.predict``. Default: 256
         max_batch_size: the most requests tagged together. Default: 16
@@ -69,7 +81,7 @@ class TaggerAPI(ls.LitAPI):
 
     def __init__(
         self,
-        checkpoint: str,
+        model: str,
         threads: int | None = None,
         batch_size: int = 256,
         max_batch_size: int = 16,
@@ -77,12 +89,10 @@ class TaggerAPI(ls.LitAPI):
         log_level: str = "info",
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-        self.checkpoint, self.threads, self.batch_size, self.log_level = checkpoint, threads, batch_size, log_level
+        self.model, self.threads, self.batch_size, self.log_level = model, threads, batch_size, log_level
 
     def setup(self, device: str) -> None:
         import torch
-
-        from seqtag.tagger import Tagger
 
         if not log.handlers:  # a spawned process: logging is not set up there
             handler = logging.StreamHandler()
@@ -91,7 +101,7 @@ class TaggerAPI(ls.LitAPI):
         log.setLevel(self.log_level.upper())
         if self.threads:
             torch.set_num_threads(self.threads)
-        self.tagger = Tagger.load(self.checkpoint, map_location=device)
+        self.tagger = load_tagger(self.model, map_location=device)
 
     def decode_request(self, request: PredictBody) -> Request:
         return request.root  # checked and normalized by PredictBody in the HTTP process
@@ -216,7 +226,7 @@ def build_server(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqtag serve", description="Serve a trained tagger over HTTP (JSON).")
-    parser.add_argument("--model", required=True, help="the tagger's checkpoint (best.ckpt)")
+    parser.add_argument("--model", required=True, help="a checkpoint (best.ckpt), a model folder or a Hub model name")
     parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (this machine only), 0.0.0.0 or ::")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch-size", type=int, default=16, help="the most requests tagged together")
@@ -236,8 +246,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def serve_main(argv: list[str]) -> int:
     """Runs ``seqtag serve`` until Ctrl-C or SIGTERM; returns the exit status."""
-    from pathlib import Path
-
     args = _parser().parse_args(argv)
     if args.host not in ("127.0.0.1", "0.0.0.0", "::"):
         raise SeqtagInputError(f"--host should be 127.0.0.1, 0.0.0.0 or :: (what LitServe binds), got {args.host!r}")
@@ -248,11 +256,12 @@ def serve_main(argv: list[str]) -> int:
             raise SeqtagInputError(f"--{name.replace('_', '-')} should be at least 1, got {getattr(args, name)}")
     if args.max_n_best < 0 or args.batch_timeout < 0 or not 0 < args.timeout:
         raise SeqtagInputError("--max-n-best and --batch-timeout should be >= 0 and --timeout > 0")
-    if not Path(args.model).is_file():
-        raise SeqtagInputError(f"{args.model}: no such checkpoint file (--model takes a best.ckpt)")
-    from seqtag.tagger import Tagger
+    model = args.model
+    if not Path(model).is_file():  # a model folder, or a Hub model downloaded here once for the workers to read
+        from seqtag.hub import resolve_folder
 
-    tagger = Tagger.load(args.model)  # here too, so that a bad checkpoint is one error paragraph, not a worker crash
+        model = str(resolve_folder(model))
+    tagger = load_tagger(model)  # here too, so that a bad model is one error paragraph, not a worker crash
     limits = Limits(
         max_request_bytes=args.max_request_bytes,
         max_tokens=args.max_tokens,
@@ -260,10 +269,10 @@ def serve_main(argv: list[str]) -> int:
         tokenize_mode=tagger.tokenize_mode,
         num_features=len(tagger.vocab.features),
     )
-    metadata = {"checkpoint": str(Path(args.model).resolve()), "labels": list(tagger.labels), **vars(limits)}
+    metadata = {"model": args.model, "path": str(Path(model).resolve()), "labels": list(tagger.labels), **vars(limits)}
     del tagger
     api = TaggerAPI(
-        args.model,
+        model,
         args.threads,
         max_batch_size=args.max_batch_size,
         batch_timeout=args.batch_timeout,
