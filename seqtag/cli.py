@@ -42,6 +42,7 @@ EXTRA_COMMANDS = {
     "lm": ("seqtag.commands.lm:lm_main", "character language model: lm fit | validate | test | generate"),
     "hub": ("seqtag.commands.hub:hub_main", "share a tagger on the Hugging Face Hub: hub save | push"),
     "serve": ("seqtag.serving.server:serve_main", "serve a checkpoint over HTTP: POST /predict with JSON (LitServe)"),
+    "tune": ("seqtag.commands.tune:tune_main", "search config options with Optuna, each trial a fit (optuna)"),
 }
 
 # Names imported from here by tests, scripts and configs, resolved on first use (they import torch and Lightning).
