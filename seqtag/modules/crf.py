@@ -45,14 +45,14 @@ class _Lattice(NamedTuple):
     """Forward and backward scores of a right-padded batch in scaled form, float64 (see ``_forward_backward_scaled``).
 
     Tag-major: ``log_alpha[b, t] = log(alpha[t, :, b]) + alpha_shift[t, 0, b]``, ``log_beta[b, t] =
-    log(beta[t, :, b]) + beta_shift[t, 0, b]``, for ``t >= 1`` ``factors[t, y, b] = exp(emissions[b, t, y] -
-    peaks[t, 0, b])``, and ``exp_transitions = exp(transitions - transition_max)``. Values past a sequence's end
-    are unspecified.
+    log(beta_reversed[T - 1 - t, :, b]) + beta_shift[t, 0, b]``, for ``t >= 1`` ``factors[t, y, b] =
+    exp(emissions[b, t, y] - peaks[t, 0, b])``, and ``exp_transitions = exp(transitions - transition_max)``.
+    Values past a sequence's end are unspecified.
     """
 
     alpha: Tensor  # (T, K, B)
     alpha_shift: Tensor  # (T, 1, B)
-    beta: Tensor  # (T, K, B)
+    beta_reversed: Tensor  # (T, K, B) in reverse token order
     beta_shift: Tensor  # (T, 1, B)
     factors: Tensor  # (T, K, B)
     peaks: Tensor  # (T, 1, B)
@@ -350,7 +350,7 @@ class ConditionalRandomField(nn.Module):
                 emissions = emissions.gather(1, order)  # (B, T, K)
             lattice, exact = self._lattice(emissions, lengths)
             log_alpha = lattice.alpha.log() + lattice.alpha_shift  # (T, K, B)
-            log_beta = lattice.beta.log() + lattice.beta_shift  # (T, K, B)
+            log_beta = lattice.beta_reversed.flip(0).log_() + lattice.beta_shift  # (T, K, B)
             log_alpha, log_beta = log_alpha.permute(2, 0, 1), log_beta.permute(2, 0, 1)  # (B, T, K)
             if exact is not None:
                 log_alpha[exact.rows], log_beta[exact.rows] = exact.log_alpha, exact.log_beta
@@ -455,7 +455,7 @@ class ConditionalRandomField(nn.Module):
             alpha = lattice.alpha[prev, :, index]  # (N, K)
             head = (alpha * (exp_transitions * before)[:, first].T).sum(1).log()  # (N,)
             head += lattice.transition_max + lattice.alpha_shift[prev, 0, index]
-            beta = lattice.beta[nxt, :, index] * lattice.factors[nxt, :, index]  # (N, K)
+            beta = lattice.beta_reversed[t - 1 - nxt, :, index] * lattice.factors[nxt, :, index]  # (N, K)
             tail = (beta * (exp_transitions * after)[last]).sum(1).log()  # (N,)
             tail += lattice.transition_max + lattice.peaks[nxt, 0, index] + lattice.beta_shift[nxt, 0, index]
             if exact is not None:
@@ -698,21 +698,33 @@ class ConditionalRandomField(nn.Module):
         end_max = end.amax()
         last_state = (end - end_max).exp().unsqueeze(1)  # (K, 1) z at the last token, up to end_max
         is_last = (lengths == torch.arange(1, t + 1, device=lengths.device).unsqueeze(1)).unsqueeze(1)  # (T, 1, B)
-        states = torch.empty(t, 2, k, b, dtype=f64, device=emissions.device)  # states[i, 1] is token T - 1 - i
-        states[0, 0] = 1.0
+        # states[i, 0] is alpha_i = x_i * P_i (stored in place of x_i), states[i, 1] is z of token T - 1 - i. Few
+        # and reused allocations matter: freeing megabytes per call makes the allocator hand them back to the
+        # system, and the page faults of the next call cost more than the arithmetic.
+        states = torch.empty(t, 2, k, b, dtype=f64, device=emissions.device)
+        states[0, 0] = factors[0]
         states[0, 1] = torch.where(is_last[t - 1], last_state, 0.0)
         sums = torch.ones(t, 2, 1, b, dtype=f64, device=emissions.device)  # what states[i] was divided by
+        mass = torch.empty(t, b, dtype=f64, device=emissions.device)  # sum_y alpha_t(y) beta_t(y), scaled
+        if t == 1:
+            torch.sum(states[0, 0] * states[0, 1], 0, out=mass[0])
         # Views made once: at about 20 us per step, indexing in the loop would cost a tenth of it.
         forward, backward = states[:, 0].unbind(0), states[:, 1].unbind(0)  # T x (K, B)
         state_steps, factor_steps, sum_steps = states.unbind(0), factors.unbind(0), sums.unbind(0)
+        mass_steps = mass.unbind(0)  # T x (B,)
         last_tokens = set((lengths - 1).tolist())
         for i in range(1, t):
-            torch.mm(forward_matrix, forward[i - 1] * factor_steps[i - 1], out=forward[i])
+            torch.mm(forward_matrix, forward[i - 1], out=forward[i])
             torch.mm(exp_transitions, backward[i - 1] * factor_steps[t - i], out=backward[i])
             torch.sum(state_steps[i], 1, keepdim=True, out=sum_steps[i])
             state_steps[i].mul_(sum_steps[i].reciprocal())
-            if t - 1 - i in last_tokens:  # some sequences start their backward pass at token T - 1 - i
-                torch.where(is_last[t - 1 - i], last_state, backward[i], out=backward[i])
+            forward[i].mul_(factor_steps[i])
+            j = t - 1 - i  # the token of backward[i]
+            if j in last_tokens:  # some sequences start their backward pass here
+                torch.where(is_last[j], last_state, backward[i], out=backward[i])
+            if j <= i:  # tokens i and j now have both passes
+                torch.sum(forward[i] * backward[j], 0, out=mass_steps[i])
+                torch.sum(forward[j] * backward[i], 0, out=mass_steps[j])
 
         # Each step divided by transition_max, the peak of the emissions it multiplied and the new state's sum.
         # Forward shift of token i: the sum of those over steps j < i; garbage past a sequence's end only reaches
@@ -727,17 +739,17 @@ class ConditionalRandomField(nn.Module):
         increments = torch.zeros_like(peaks)
         increments[:-1] = peaks[1:] + sums[:, 1].flip(0)[:-1].log() + transition_max
         increments = torch.where(before_last, increments, 0.0)
-        backward_shift = increments.flip(0).cumsum(0) + end_max  # (T, 1, B) reverse order, as states[:, 1]
-        shifts = torch.stack([forward_shift, backward_shift], 1)  # (T, 2, 1, B)
+        beta_shift = increments.flip(0).cumsum(0).flip(0) + end_max  # (T, 1, B) token order
+        alpha_shift = forward_shift + peaks  # (T, 1, B)
 
-        alpha = states[:, 0] * factors  # (T, K, B)
-        alpha_shift = shifts[:, 0] + peaks  # (T, 1, B)
-        beta, beta_shift = states[:, 1].flip(0), shifts[:, 1].flip(0)  # (T, K, B), (T, 1, B) in token order
+        alpha, beta_reversed = states[:, 0], states[:, 1]  # (T, K, B) each
         batch = torch.arange(b, device=emissions.device)
         last = lengths - 1
         # Z = sum over the last token's tags of alpha * exp(end).
         log_z = (alpha[last, :, batch] * last_state.T).sum(1).log() + alpha_shift[last, 0, batch] + end_max
-        lattice = _Lattice(alpha, alpha_shift, beta, beta_shift, factors, peaks, exp_transitions, transition_max, log_z)
+        lattice = _Lattice(
+            alpha, alpha_shift, beta_reversed, beta_shift, factors, peaks, exp_transitions, transition_max, log_z
+        )
 
         info = torch.finfo(f64)
         precise = sums[1:, :, 0] >= info.tiny / info.eps  # (T-1, 2, B)
@@ -747,7 +759,7 @@ class ConditionalRandomField(nn.Module):
         ok = (precise | ~needed).all(0).all(0) & torch.isfinite(log_z)  # (B,)
         # A tag dropped by one pass (under 1e-308 of its token's mass) can carry most of Z once the other pass's
         # scores are counted; then sum_y alpha_t(y) beta_t(y) falls short of Z at some token t. So check every one.
-        mass = (alpha * beta).sum(1).log_() + alpha_shift[:, 0] + beta_shift[:, 0]  # (T, B)
+        mass = mass.log_() + alpha_shift[:, 0] + beta_shift[:, 0]  # (T, B)
         consistent = ((mass - log_z).abs() <= CONSISTENCY_TOLERANCE) | (positions[:, :, 0] >= lengths)  # (T, B)
         return lattice, ok & consistent.all(0)
 
