@@ -85,9 +85,12 @@ def server(checkpoint, tmp_path_factory):
             pass
 
 
-def post(url: str, body, raw: bool = False) -> tuple[int, object]:
-    """POSTs ``body`` (JSON-encoded unless ``raw`` bytes) to /predict; returns the status and the decoded JSON."""
+def post(url: str, body, raw: bool = False, chunked: bool = False) -> tuple[int, object]:
+    """POSTs ``body`` (JSON-encoded unless ``raw`` bytes) to /predict; returns the status and the decoded JSON.
+    ``chunked``: without a Content-Length, in chunks of 4096 bytes."""
     data = body if raw else json.dumps(body).encode()
+    if chunked:
+        data = iter([data[i : i + 4096] for i in range(0, len(data), 4096)])
     request = urllib.request.Request(url + "/predict", data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
@@ -180,6 +183,13 @@ def test_malformed_requests_get_4xx_and_the_server_keeps_serving(server, body, s
     got, answer = post(url, body, raw=True)
     assert got == status and words in answer["detail"], answer
     assert post(url, {"tokens": ["Paris"]})[0] == 200
+
+
+def test_a_large_body_in_chunks_gets_413(server):
+    url, _ = server
+    got, answer = post(url, {"text": "x " * 15000}, chunked=True)
+    assert got == 413 and "larger than 20000 bytes" in answer["detail"]
+    assert post(url, {"text": "Paris."}, chunked=True)[0] == 200
 
 
 def test_concurrent_requests_are_batched_and_each_answered_correctly(server, tagger):

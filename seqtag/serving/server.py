@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqtag.errors import SeqtagInputError
 
@@ -35,12 +35,16 @@ try:
     import litserve as ls
 except ImportError as err:  # an optional dependency: say how to get it rather than show a traceback
     raise SeqtagInputError(f"seqtag serve needs LitServe ({err}): pip install 'seqtag[serve]'") from err
+from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import RootModel, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seqtag.serving.requests import Limits, Request, RequestError, parse_request
+
+if TYPE_CHECKING:
+    from seqtag.tagger import Tagger
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,7 @@ class PredictBody(RootModel[Any]):
         return parse_request(body, LIMITS)
 
 
-def load_tagger(model: str, map_location: str = "cpu") -> Any:
+def load_tagger(model: str, map_location: str = "cpu") -> "Tagger":
     """A ``Tagger`` from a checkpoint file (``Tagger.load``) or a model folder (``Tagger.from_pretrained``)."""
     from seqtag.tagger import Tagger
 
@@ -175,13 +179,10 @@ class BodySizeLimit:
             event = await receive()
             received += len(event.get("body", b""))
             if received > self.max_bytes:
-                raise RequestError(message, 413)
+                raise HTTPException(413, message)  # FastAPI passes it on as it is while reading the body
             return event
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except RequestError as err:
-            await JSONResponse({"detail": str(err)}, err.status)(scope, receive, send)
+        await self.app(scope, counting_receive, send)
 
 
 async def _invalid_request(request: Any, exc: RequestValidationError) -> JSONResponse:
