@@ -665,12 +665,13 @@ class ConditionalRandomField(nn.Module):
         * backward, ``z_t ∝ exp(beta_t)``: ``z_t = E (z_{t+1} * P_{t+1})``, reset to ``exp(end)`` at the last token
           of each sequence (the steps past it compute garbage that the reset discards).
 
-        Both passes advance in the same loop iteration. Each new state is divided by its sum and the log of the
-        sum goes into a running shift. Float64 then holds every tag within about 700 nats of its token's best,
-        which loses nothing unless scores contradict each other by that much: a tag that the forward pass dropped
-        can still carry most of Z through its backward score. So a sequence is reported in ``ok``, for
-        recomputation in log space, when a state's sum falls below ``tiny / eps`` or ``sum_y alpha_t(y) beta_t(y)``
-        misses ``Z`` by more than ``CONSISTENCY_TOLERANCE`` at some token (and when it has no allowed path).
+        Both passes advance in the same loop iteration. Every other step the new states are divided by their sums
+        (in between they change at most K-fold) and the logs of the sums go into a running shift. Float64 then
+        holds every tag within several hundred nats of its token's best, which loses nothing unless scores
+        contradict each other by that much: a tag that the forward pass dropped can still carry most of Z through
+        its backward score. So a sequence is reported in ``ok``, for recomputation in log space, when a state's sum
+        falls below ``tiny / eps`` or ``sum_y alpha_t(y) beta_t(y)`` misses ``Z`` by more than
+        ``CONSISTENCY_TOLERANCE`` at some token (and when it has no allowed path).
 
         Args:
             emissions: (B, T, K) float, right padded, contiguous.
@@ -716,8 +717,9 @@ class ConditionalRandomField(nn.Module):
         for i in range(1, t):
             torch.mm(forward_matrix, forward[i - 1], out=forward[i])
             torch.mm(exp_transitions, backward[i - 1] * factor_steps[t - i], out=backward[i])
-            torch.sum(state_steps[i], 1, keepdim=True, out=sum_steps[i])
-            state_steps[i].mul_(sum_steps[i].reciprocal())
+            if i % 2 == 0 or i == t - 1:  # values shrink or grow at most K-fold a step: every other one will do
+                torch.sum(state_steps[i], 1, keepdim=True, out=sum_steps[i])
+                state_steps[i].mul_(sum_steps[i].reciprocal())
             forward[i].mul_(factor_steps[i])
             j = t - 1 - i  # the token of backward[i]
             if j in last_tokens:  # some sequences start their backward pass here
