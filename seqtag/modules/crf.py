@@ -35,6 +35,8 @@ TREE_MAX_ELEMENTS = 2**25
 # _forward_backward_scaled): float64 rounding stays far below it, and lost mass above it sends the sequence to the
 # exact log-space passes. It bounds the error of marginals and span probabilities at about K times this.
 CONSISTENCY_TOLERANCE = 1e-9
+# Tokens per pass of that check: its (chunk, K, B) float64 temporaries stay below a megabyte for B = 256, K = 17.
+MASS_CHUNK = 8
 # Off-diagonal of the log-semiring identity. Not FORBIDDEN_SCORE: exp(x - 1e30) is 0 for any score x, so a product
 # with the identity is exact even next to forbidden (-1e4) entries; and not -inf, whose products would give
 # logsumexp(-inf, ..., -inf) and NaN gradients.
@@ -700,19 +702,15 @@ class ConditionalRandomField(nn.Module):
         last_state = (end - end_max).exp().unsqueeze(1)  # (K, 1) z at the last token, up to end_max
         is_last = (lengths == torch.arange(1, t + 1, device=lengths.device).unsqueeze(1)).unsqueeze(1)  # (T, 1, B)
         # states[i, 0] is alpha_i = x_i * P_i (stored in place of x_i), states[i, 1] is z of token T - 1 - i. Few
-        # and reused allocations matter: freeing megabytes per call makes the allocator hand them back to the
-        # system, and the page faults of the next call cost more than the arithmetic.
+        # large allocations matter: freeing megabytes per call makes the allocator hand them back to the system,
+        # and the page faults of the next call cost more than the arithmetic.
         states = torch.empty(t, 2, k, b, dtype=f64, device=emissions.device)
         states[0, 0] = factors[0]
         states[0, 1] = torch.where(is_last[t - 1], last_state, 0.0)
         sums = torch.ones(t, 2, 1, b, dtype=f64, device=emissions.device)  # what states[i] was divided by
-        mass = torch.empty(t, b, dtype=f64, device=emissions.device)  # sum_y alpha_t(y) beta_t(y), scaled
-        if t == 1:
-            torch.sum(states[0, 0] * states[0, 1], 0, out=mass[0])
         # Views made once: at about 20 us per step, indexing in the loop would cost a tenth of it.
         forward, backward = states[:, 0].unbind(0), states[:, 1].unbind(0)  # T x (K, B)
         state_steps, factor_steps, sum_steps = states.unbind(0), factors.unbind(0), sums.unbind(0)
-        mass_steps = mass.unbind(0)  # T x (B,)
         last_tokens = set((lengths - 1).tolist())
         for i in range(1, t):
             torch.mm(forward_matrix, forward[i - 1], out=forward[i])
@@ -721,12 +719,8 @@ class ConditionalRandomField(nn.Module):
                 torch.sum(state_steps[i], 1, keepdim=True, out=sum_steps[i])
                 state_steps[i].mul_(sum_steps[i].reciprocal())
             forward[i].mul_(factor_steps[i])
-            j = t - 1 - i  # the token of backward[i]
-            if j in last_tokens:  # some sequences start their backward pass here
-                torch.where(is_last[j], last_state, backward[i], out=backward[i])
-            if j <= i:  # tokens i and j now have both passes
-                torch.sum(forward[i] * backward[j], 0, out=mass_steps[i])
-                torch.sum(forward[j] * backward[i], 0, out=mass_steps[j])
+            if t - 1 - i in last_tokens:  # some sequences start their backward pass at token T - 1 - i
+                torch.where(is_last[t - 1 - i], last_state, backward[i], out=backward[i])
 
         # Each step divided by transition_max, the peak of the emissions it multiplied and the new state's sum.
         # Forward shift of token i: the sum of those over steps j < i; garbage past a sequence's end only reaches
@@ -760,7 +754,12 @@ class ConditionalRandomField(nn.Module):
         needed = torch.stack([steps < lengths, t - 1 - steps < lengths - 1], 1)  # (T-1, 2, B)
         ok = (precise | ~needed).all(0).all(0) & torch.isfinite(log_z)  # (B,)
         # A tag dropped by one pass (under 1e-308 of its token's mass) can carry most of Z once the other pass's
-        # scores are counted; then sum_y alpha_t(y) beta_t(y) falls short of Z at some token t. So check every one.
+        # scores are counted; then sum_y alpha_t(y) beta_t(y) falls short of Z at some token t. So check every one,
+        # a few tokens at a time to keep the temporaries small.
+        mass = torch.empty(t, b, dtype=f64, device=emissions.device)
+        for first in range(0, t, MASS_CHUNK):
+            stop = min(t, first + MASS_CHUNK)
+            torch.sum(alpha[first:stop] * beta_reversed[t - stop : t - first].flip(0), 1, out=mass[first:stop])
         mass = mass.log_() + alpha_shift[:, 0] + beta_shift[:, 0]  # (T, B)
         consistent = ((mass - log_z).abs() <= CONSISTENCY_TOLERANCE) | (positions[:, :, 0] >= lengths)  # (T, B)
         return lattice, ok & consistent.all(0)
