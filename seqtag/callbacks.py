@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import secrets
 import time
 import warnings
 from pathlib import Path
@@ -14,7 +16,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import (
-    BasePredictionWriter,
     Callback,
     EarlyStopping,
     EMAWeightAveraging,
@@ -25,8 +26,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
-from seqtag.atomic import atomic_open, atomic_write_text
+from seqtag.atomic import atomic_open
 from seqtag.errors import SeqtagInputError
+from seqtag.ordered_output import ChunkOrderedWriter, merge_parts
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -316,8 +318,16 @@ def run_conventions() -> dict[str, Any]:
     }
 
 
-class PredictionWriter(BasePredictionWriter):
-    """Writes the predictions of ``seqtag predict`` to a file, atomically, in the input's order.
+class PredictionWriter(Callback):
+    """Writes the predictions of ``seqtag predict`` to a file as they come, in the input's order; the file appears
+    whole at the end (written to a temporary file beside it, then renamed), and not at all if tagging fails.
+
+    The data module streams its input a chunk at a time (:mod:`seqtag.data.streaming`) and each batch carries its
+    sentences as read; their records wait in a reorder buffer (:class:`~seqtag.ordered_output.ChunkOrderedWriter`)
+    until the sentences before them are written, so memory holds about one chunk of records, however long the input.
+    Under DDP, each process writes the chunks it tagged to a part file beside the output; once all have finished,
+    rank 0 joins the parts chunk by chunk into the output (the same file a single process writes) and removes them.
+    The output's folder must then be one that all processes see.
 
     Args:
         output: the file to write. Default: ``<default_root_dir>/predictions/<input name>.pred.<format>``
@@ -338,7 +348,6 @@ class PredictionWriter(BasePredictionWriter):
         n_best: int = 0,
         marginals: bool = False,
     ) -> None:
-        super().__init__(write_interval="epoch")
         self.output = output
         if format is None:
             format = "jsonl" if output and output.endswith((".jsonl", ".json")) else "conll"
@@ -350,6 +359,18 @@ class PredictionWriter(BasePredictionWriter):
         self.n_best = n_best
         self.marginals = marginals
         self.written: Path | None = None
+        self._open: contextlib.ExitStack | None = None  # the file being written, until the epoch ends
+        self._writer: ChunkOrderedWriter | None = None
+        self._part: Path | None = None  # this process's part file, under DDP
+
+    def _path(self, trainer: L.Trainer) -> Path:
+        if self.output:
+            return Path(self.output)
+        source = Path(str(trainer.datamodule.hparams.predict).rstrip("/"))
+        return Path(trainer.default_root_dir, "predictions", f"{source.name}.pred.{self.format}")
+
+    def _part_path(self, path: Path, token: str, rank: int) -> Path:
+        return path.with_name(f".{path.name}.{token}.part{rank}")
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from seqtag.tagging import DecodeOptions
@@ -357,49 +378,81 @@ class PredictionWriter(BasePredictionWriter):
         pl_module.decode_options = DecodeOptions(
             spans=self.format == "jsonl", n_best=self.n_best, marginals=self.marginals
         )
+        trainer.predict_loop.return_predictions = False  # written here, not kept: memory stays flat
+        path = self._path(trainer)
+        self._token = trainer.strategy.broadcast(secrets.token_hex(4))  # the same part names in every process
+        target = path if trainer.world_size == 1 else self._part_path(path, self._token, trainer.global_rank)
+        self._part = None if trainer.world_size == 1 else target
+        self._open = contextlib.ExitStack()
+        file = self._open.enter_context(atomic_open(target, "wb"))
+        self._writer = ChunkOrderedWriter(file, first=trainer.global_rank, step=trainer.world_size)
 
-    def write_on_epoch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any, batch_indices: Any
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
+        streamed = batch.get("sentences") if isinstance(batch, dict) else None
+        if streamed is None:
+            raise RuntimeError("PredictionWriter writes the streamed batches of TaggingDataModule.predict_dataloader")
+        texts = []
+        for row, (index, out) in zip(streamed.rows, outputs, strict=True):
+            texts.append((index, self._text(row, out)))
+        self._writer.add(streamed.chunk, streamed.chunk_start, streamed.chunk_size, texts)
+
+    def _text(self, row: dict[str, Any], out: dict[str, Any]) -> str:
+        """A sentence as written: a JSON line, or its token lines and a blank line."""
         from seqtag.records import sentence_record, token_offsets
 
-        datamodule = trainer.datamodule
-        sentences = datamodule.sentences("predict")
-        by_index: dict[int, dict[str, Any]] = {}
-        for batch in predictions:
-            for index, out in batch:
-                by_index[index] = out
-        source = Path(str(datamodule.hparams.predict).rstrip("/"))
-        path = (
-            Path(self.output)
-            if self.output
-            else Path(trainer.default_root_dir, "predictions", f"{source.name}.pred.{self.format}")
-        )
+        tags = out["tags"]
+        if self.format == "jsonl":
+            if "char_starts" in row:  # raw text: offsets into the line
+                tokens, text = list(zip(row["tokens"], row["char_starts"], row["char_ends"])), row["text"]
+            else:
+                tokens, text = token_offsets(row["tokens"]), " ".join(row["tokens"])
+            record = sentence_record(tokens, tags, out.get("spans", ()), text, out.get("n_best"), out.get("marginals"))
+            if "line" in row:
+                record = {"line": row["line"], **record}
+            if row.get("features"):
+                record["features"] = row["features"]
+            if row.get("tags"):
+                record["gold_tags"] = row["tags"]
+            return json.dumps(record, ensure_ascii=False) + "\n"
+        gold, features = row["tags"], row.get("features") or []
         lines = []
-        for i, row in enumerate(sentences):
-            out = by_index[i]
-            tags = out["tags"]
-            if self.format == "jsonl":
-                if "char_starts" in row:  # raw text: offsets into the line
-                    tokens, text = list(zip(row["tokens"], row["char_starts"], row["char_ends"])), row["text"]
-                else:
-                    tokens, text = token_offsets(row["tokens"]), " ".join(row["tokens"])
-                record = sentence_record(
-                    tokens, tags, out.get("spans", ()), text, out.get("n_best"), out.get("marginals")
-                )
-                if "line" in row:
-                    record = {"line": row["line"], **record}
-                if row.get("features"):
-                    record["features"] = row["features"]
-                if row.get("tags"):
-                    record["gold_tags"] = row["tags"]
-                lines.append(json.dumps(record, ensure_ascii=False))
-                continue
-            gold, features = row["tags"], row.get("features") or []
-            for j, (token, tag) in enumerate(zip(row["tokens"], tags)):
-                inputs = [values[j] for values in features]  # the feature columns, in data.feature_columns order
-                lines.append(" ".join([token, *inputs] + ([gold[j]] if gold else []) + [tag]))
-            lines.append("")
-        atomic_write_text(path, "\n".join(lines) + "\n")
+        for j, (token, tag) in enumerate(zip(row["tokens"], tags)):
+            inputs = [values[j] for values in features]  # the feature columns, in data.feature_columns order
+            lines.append(" ".join([token, *inputs] + ([gold[j]] if gold else []) + [tag]))
+        return "\n".join(lines) + "\n\n"
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        table = self._writer.finish()
+        sentences = self._writer.sentences
+        self._open.close()  # flushed, synced and renamed into place
+        self._open = None
+        path = self._path(trainer)
+        if trainer.world_size > 1:
+            # Every process takes part in each broadcast, so these also wait until all parts are complete.
+            shares = [trainer.strategy.broadcast((table, sentences), src=r) for r in range(trainer.world_size)]
+            sentences = sum(count for _, count in shares)
+            if trainer.is_global_zero:
+                parts = [self._part_path(path, self._token, r) for r in range(trainer.world_size)]
+                with atomic_open(path, "wb") as out:
+                    merge_parts(parts, [part_table for part_table, _ in shares], out)
+                for part in parts:
+                    part.unlink()
         self.written = path
-        print(f"Predictions for {len(sentences)} sentences written to {path}")
+        if trainer.is_global_zero:
+            print(f"Predictions for {sentences} sentences written to {path}")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # No output, no temporary file, no part left behind.
+        if self._open is not None:
+            self._open.__exit__(type(exception), exception, exception.__traceback__)
+            self._open = None
+        elif self._part is not None:
+            self._part.unlink(missing_ok=True)

@@ -220,7 +220,7 @@ def test_loader_batches_equal_collated_rows(shared_data, tmp_path, bucketing):
         positions = {int(i): p for p, i in enumerate(encoded["index"])}
         for batch in loader:
             expected = collate(rows_of(encoded, positions, batch["index"].tolist()))
-            assert batch.keys() == expected.keys()
+            assert batch.keys() - {"sentences"} == expected.keys()  # streamed data to tag carries its sentences
             for key in expected:
                 assert torch.equal(batch[key], expected[key]), (split, key)
             seen += batch["index"].tolist()
