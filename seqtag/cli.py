@@ -43,6 +43,7 @@ EXTRA_COMMANDS = {
     "hub": ("seqtag.commands.hub:hub_main", "share a tagger on the Hugging Face Hub: hub save | push"),
     "serve": ("seqtag.serving.server:serve_main", "serve a checkpoint over HTTP: POST /predict with JSON (LitServe)"),
     "tune": ("seqtag.commands.tune:tune_main", "search config options with Optuna, each trial a fit (optuna)"),
+    "export": ("seqtag.export:export_main", "export a checkpoint to ONNX; tag with `seqtag predict --onnx` (onnx)"),
 }
 
 # Names imported from here by tests, scripts and configs, resolved on first use (they import torch and Lightning).
@@ -87,6 +88,10 @@ def _run(args: list[str], from_console: bool) -> int:
     if args[0] in EXTRA_COMMANDS:
         module, function = EXTRA_COMMANDS[args[0]][0].split(":")
         return getattr(importlib.import_module(module), function)(args[1:])
+    if args[0] == "predict" and any(a == "--onnx" or a.startswith("--onnx=") for a in args):
+        from seqtag.onnx_runner import predict_main  # onnxruntime alone: no torch, no Lightning
+
+        return predict_main(args[1:])
     from seqtag.commands.tagger import cli_main
 
     if from_console:

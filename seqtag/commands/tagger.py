@@ -72,6 +72,12 @@ class SeqtagCLI(LightningCLI):
         )
         parser.add_argument("--n_best", type=int, default=0, help="predict: the k best tag sequences (JSONL)")
         parser.add_argument("--marginals", type=bool, default=False, help="predict: per-token tag probabilities")
+        parser.add_argument(
+            "--onnx",
+            type=str | None,
+            default=None,
+            help="predict: tag with a graph from `seqtag export` through onnxruntime instead of a checkpoint",
+        )
 
     def instantiate_trainer(self, **kwargs):
         # Checkpoints are always written atomically (temporary file, then rename).
@@ -102,6 +108,12 @@ class SeqtagCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("onnx"):
+            # `seqtag predict --onnx` runs seqtag.onnx_runner before LightningCLI is built (seqtag.cli).
+            raise SeqtagInputError(
+                f"--onnx goes with the `seqtag predict` command (seqtag.onnx_runner.predict_main), not seqtag "
+                f"{self.subcommand} or cli_main"
+            )
         if self.subcommand in ("test", "predict", "validate"):
             self._options_from_checkpoint(config)
         if self.subcommand in ("test", "predict", "validate") and config.trainer.get("logger") is not None:
