@@ -32,6 +32,7 @@ import lightning as L
 import optuna
 import yaml
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 from optuna.trial import TrialState
 
 from seqtag.errors import SeqtagInputError
@@ -42,8 +43,26 @@ SPACE_FIELDS = {
     "float": (("type", "low", "high"), ("log", "step")),
     "categorical": (("type", "choices"), ()),
 }
-# Options that `seqtag tune` sets for each trial itself: a space entry or fixed option naming one is an error.
-RESERVED_OPTIONS = ("trainer.logger", "trainer.default_root_dir", "trainer.devices", "ckpt_path", "config")
+# Options that `seqtag tune` sets for each trial itself (the logger's as `trainer.logger.init_args.*` or
+# `trainer.logger.*`): a space entry or a fixed option naming one is an error. trainer.devices may be fixed to 1.
+RESERVED_OPTIONS = (
+    "trainer.default_root_dir",
+    "trainer.logger.name",
+    "trainer.logger.group",
+    "trainer.logger.save_dir",
+    "trainer.logger.config",
+    "trainer.devices",
+    "ckpt_path",
+    "config",
+)
+
+
+def reserved(key: str, allowed: tuple[str, ...] = ()) -> bool:
+    """Whether option ``key`` (or a part of it) is set by ``seqtag tune`` for each trial."""
+    key = key.replace(".init_args.", ".")
+    return any(key == r or key.startswith(r + ".") for r in RESERVED_OPTIONS if r not in allowed)
+
+
 PRUNERS = ("median", "hyperband", "none")
 # The states whose trials count towards `--trials`: a failed trial produced no score and is run again in its place.
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -166,7 +185,7 @@ def _parameter(key: str, spec: Any, source: str) -> Parameter:
     where = f"{source}: {key}"
     if not _OPTION_KEY.match(key):
         raise SeqtagInputError(f"{where}: an option should be written section.key (e.g. model.dropout)")
-    if any(key == r or key.startswith(r + ".") for r in RESERVED_OPTIONS):
+    if reserved(key):
         raise SeqtagInputError(f"{where}: set by seqtag tune for each trial, it cannot be searched")
     if not isinstance(spec, dict):
         raise SeqtagInputError(
@@ -238,8 +257,12 @@ def make_pruner(name: str, max_epochs: int | None = None) -> optuna.pruners.Base
 
 
 class TrialPruning(Callback):
-    """Reports the validation metric of a ``seqtag tune`` trial to its study after each validation, and stops the
-    fit with ``optuna.TrialPruned`` when the study's pruner says the trial is behind.
+    """Reports the validation metric of a ``seqtag tune`` trial to its study after each validation, and ends the
+    fit when the study's pruner says the trial is behind.
+
+    A pruned fit stops as early stopping does (``trainer.should_stop``): the epoch is summed up, its checkpoints are
+    written and the logger finishes normally, with ``tune/pruned`` 1 (0 for a trial that ran to its end). The
+    trial's ``pruned`` attribute then tells ``seqtag tune`` to record the trial as pruned.
 
     The trial is found through the study's storage, so the callback is given by plain values on the command line
     (``--trainer.callbacks+=...``) and works in any process. Steps count validations (epochs, unless
@@ -261,6 +284,7 @@ class TrialPruning(Callback):
         self.pruner, self.max_epochs = pruner, max_epochs
         self._trial: optuna.Trial | None = None
         self._validations = 0
+        self.pruned: str | None = None  # why, once pruned
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or self._trial is not None:
@@ -275,7 +299,7 @@ class TrialPruning(Callback):
         self._trial = optuna.trial.Trial(study, trial_id)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self._trial is None:
+        if trainer.sanity_checking or self._trial is None or self.pruned:
             return
         checkpoint = trainer.checkpoint_callback
         monitor = getattr(checkpoint, "monitor", None) or getattr(pl_module, "monitor", None)
@@ -291,7 +315,16 @@ class TrialPruning(Callback):
             self._trial.report(float(value), step)
             prune = self._trial.should_prune()
         if trainer.strategy.broadcast(prune):
-            raise optuna.TrialPruned(f"pruned after validation {step + 1}: {monitor} {float(value):.4f}")
+            self.pruned = f"pruned after validation {step + 1}: {monitor} {float(value):.4f}"
+            if trainer.is_global_zero:
+                self._trial.set_user_attr("pruned", self.pruned)
+            trainer.should_stop = True
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:
+            logger.log_metrics({"tune/pruned": float(self.pruned is not None)}, step=trainer.global_step)
+        if self.pruned:
+            rank_zero_info(f"Trial {self.trial_number} {self.pruned}")
 
 
 def storage_url(storage: str) -> str:
@@ -346,10 +379,20 @@ def counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
 
 
+def best_score(trial: optuna.trial.FrozenTrial, direction: str) -> float | None:
+    """A trial's best validation score (``direction``: maximize or minimize); None before its first validation.
+    The objective of a complete trial; for a pruned one Optuna keeps the last score as its value, this the best."""
+    scores = list(trial.intermediate_values.values())
+    if not scores:
+        return None
+    return max(scores) if direction == "maximize" else min(scores)
+
+
 def trials_table(study: optuna.Study, space: SearchSpace) -> str:
     """A text table of the study's trials: number, state, score and each option's value; ``*`` marks the best."""
     trials = study.get_trials(deepcopy=False)
     best = _best_number(study)
+    direction = study.direction.name.lower()
     monitors = {t.user_attrs.get("monitor") for t in trials} - {None}
     score = monitors.pop() if len(monitors) == 1 else "score"
     header = ["trial", "state", score, *space.keys]
@@ -360,7 +403,7 @@ def trials_table(study: optuna.Study, space: SearchSpace) -> str:
             [
                 f"{trial.number}{' *' if trial.number == best else ''}",
                 trial.state.name.lower(),
-                "-" if trial.value is None else f"{trial.value:.4f}",
+                "-" if (value := best_score(trial, direction)) is None else f"{value:.4f}",
                 *(format_value(values[k]) if k in values else "-" for k in space.keys),
             ]
         )

@@ -109,13 +109,24 @@ def test_samples_stay_in_their_ranges_and_become_fit_options() -> None:
     assert option_argument("model.x", None) == "--model.x=null" and option_argument("a.b", True) == "--a.b=true"
 
 
-def _trainer(score: float) -> SimpleNamespace:
+class Logger:
+    def __init__(self) -> None:
+        self.logged: dict[str, float] = {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.logged.update(metrics)
+
+
+def _trainer(score: float, sanity_checking: bool = False) -> SimpleNamespace:
     return SimpleNamespace(
-        sanity_checking=False,
+        sanity_checking=sanity_checking,
         checkpoint_callback=SimpleNamespace(monitor="val/f1"),
         callback_metrics={"val/f1": torch.tensor(score)},
         is_global_zero=True,
         strategy=SimpleNamespace(broadcast=lambda value: value),
+        should_stop=False,
+        loggers=[Logger()],
+        global_step=10,
     )
 
 
@@ -130,15 +141,16 @@ def test_pruning_callback_reports_and_stops_a_trial_behind_the_others(tmp_path: 
         trial = study.ask()
         callback = TrialPruning(url, "s", trial.number, pruner="median")
         callback.setup(_trainer(score), None, "fit")
-        callback.on_validation_end(SimpleNamespace(**{**vars(_trainer(score)), "sanity_checking": True}), None)
-        if pruned:
-            with pytest.raises(optuna.TrialPruned, match="pruned after validation 1: val/f1 0.1000"):
-                callback.on_validation_end(_trainer(score), None)
-        else:
-            callback.on_validation_end(_trainer(score), None)
+        callback.on_validation_end(_trainer(score, sanity_checking=True), None)
+        trainer = _trainer(score)
+        callback.on_validation_end(trainer, None)
+        callback.on_fit_end(trainer, None)
+        assert trainer.should_stop is pruned  # stopped as early stopping stops: checkpoints and logs finish
+        assert trainer.loggers[0].logged == {"tune/pruned": float(pruned)}
         (frozen,) = [t for t in study.get_trials() if t.number == trial.number]
         assert frozen.intermediate_values == {0: pytest.approx(score)}  # once: the sanity check is not reported
         assert frozen.user_attrs["monitor"] == "val/f1"
+        assert frozen.user_attrs.get("pruned") == ("pruned after validation 1: val/f1 0.1000" if pruned else None)
 
 
 def test_a_trial_whose_process_died_is_marked_failed_and_not_counted(tmp_path: Path) -> None:
@@ -168,6 +180,13 @@ def test_unknown_option_in_the_space_stops_before_any_trial(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert f"{space}: model.hiden_size: no such option in the fit config (did you mean model.hidden_size?)" in err
     assert not (tmp_path / "tune").exists()
+
+
+def test_the_shipped_space_fits_the_ner_config() -> None:
+    from seqtag.commands.tune import print_config
+
+    config = yaml.safe_load(print_config(["--config", str(ROOT / "configs" / "ner.yaml")]))
+    SearchSpace.from_yaml(ROOT / "configs" / "search" / "ner.yaml").check_options(config, fixed=[])
 
 
 def test_search_resumes_and_writes_a_best_config_fit_takes(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -221,3 +240,44 @@ def test_search_resumes_and_writes_a_best_config_fit_takes(tmp_path: Path, monke
         main(["fit", "--config", str(best_yaml), "--print_config"])
     assert exit.value.code in (0, None)
     assert yaml.safe_load(capsys.readouterr().out) == written
+
+
+def test_a_trial_behind_the_others_is_pruned_after_its_first_epoch(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "tune"
+    out.mkdir()
+    storage = storage_url(str(out / "pr.db"))
+    study = optuna.create_study(storage=storage, study_name="pr", direction="maximize")
+    distributions = {
+        "model.hidden_size": optuna.distributions.IntDistribution(8, 16, log=True),
+        "model.dropout": optuna.distributions.FloatDistribution(0.1, 0.5, step=0.1),
+        "model.char_encoder": optuna.distributions.CategoricalDistribution(["cnn", "none"]),
+        "model.optimizer.init_args.lr": optuna.distributions.FloatDistribution(5e-3, 2e-2, log=True),
+    }
+    params = {
+        "model.hidden_size": 8,
+        "model.dropout": 0.1,
+        "model.char_encoder": "none",
+        "model.optimizer.init_args.lr": 0.01,
+    }
+    for _ in range(5):  # five perfect trials: the median pruner's start-up count, a median no trial reaches
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=distributions, value=1.0, intermediate_values={0: 1.0, 1: 1.0}
+            )
+        )
+    data = tmp_path / "data"
+    args = [
+        "tune", "--config", ROOT / "configs" / "quickstart.yaml", "--search", write(tmp_path / "space.yaml", SPACE),
+        "--study_name", "pr", "--output", out, "--sampler", "random", "--trials", "6",
+        "--data.train", small_split(data, "train", 100), "--data.validation", small_split(data, "dev", 20),
+        "--data.test", "null", "--data.cache_dir", tmp_path / "cache", "--trainer.logger=false",
+        "--trainer.max_epochs=3", "--model.word_dim=16", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=5",
+    ]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    trial = optuna.load_study(study_name="pr", storage=storage).trials[5]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert list(trial.intermediate_values) == [0]  # stopped after its first validation, not at max_epochs
+    assert trial.user_attrs["pruned"].startswith("pruned after validation 1: val/f1 ")
+    assert Path(trial.user_attrs["checkpoint"]).is_file()  # the fit ended normally: its checkpoints are written
+    assert "5      pruned" in capsys.readouterr().out

@@ -39,8 +39,8 @@ except ImportError as err:  # an optional dependency: seqtag[tune]
 from seqtag.tuning import (
     COUNTED_STATES,
     PRUNERS,
-    RESERVED_OPTIONS,
     SearchSpace,
+    best_score,
     counted,
     fail_dead_trials,
     format_value,
@@ -48,6 +48,7 @@ from seqtag.tuning import (
     mark_owner,
     open_storage,
     option_argument,
+    reserved,
     storage_url,
     trials_table,
 )
@@ -105,24 +106,18 @@ def print_config(args: list[str]) -> str:
 
 
 def run_fit(args: list[str]) -> None:
-    """``seqtag fit ARGS`` in this process, as the ``seqtag`` command runs it (warning filters, the W&B run
-    finished at the end, marked with the trial's outcome)."""
+    """``seqtag fit ARGS`` in this process, as the ``seqtag`` command runs it: its warning filters, and its W&B run
+    finished at the end (as failed after an exception)."""
     from seqtag.commands.tagger import cli_main
 
-    status, outcome = 1, "failed"
+    status = 1
     with warnings.catch_warnings():
         quiet_libraries(fitting=True)
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         try:
             cli_main(["fit", *args])
-            status, outcome = 0, "complete"
-        except optuna.TrialPruned:
-            status, outcome = 0, "pruned"
-            raise
+            status = 0
         finally:
-            wandb = sys.modules.get("wandb")
-            if wandb is not None and getattr(wandb, "run", None) is not None:
-                wandb.run.summary["tune/state"] = outcome
             finish_wandb_run(status)
 
 
@@ -160,7 +155,7 @@ class Tuner:
     def _check(self) -> None:
         """Reads the effective config of the trials' common options; checks the space and the options against it."""
         for key in _fixed_keys(self.fixed):
-            if any(key == r or key.startswith(r + ".") for r in RESERVED_OPTIONS if r != "trainer.devices"):
+            if reserved(key, allowed=("trainer.devices",)):
                 raise SeqtagInputError(f"--{key}: set by seqtag tune for each trial")
         self.base = yaml.safe_load(print_config([*self.configs, *self.fixed]))
         self.space.check_options(self.base, _fixed_keys(self.fixed))
@@ -257,7 +252,7 @@ class Tuner:
         interrupt = signal.getsignal(signal.SIGINT)
         try:
             run_fit(args)
-        except (optuna.TrialPruned, SeqtagInputError, KeyboardInterrupt) as err:
+        except (SeqtagInputError, KeyboardInterrupt) as err:
             if isinstance(err, NonFiniteLossError):
                 raise TrialFailed(f"trial {trial.number}: {err}") from err
             raise
@@ -272,17 +267,16 @@ class Tuner:
                 signal.signal(signal.SIGINT, interrupt)
             self._release_memory()
             self._record_checkpoint(trial)
-        return self._best_score(trial.number)
-
-    def _best_score(self, number: int) -> float:
-        (frozen,) = [t for t in self.study.get_trials(deepcopy=False) if t.number == number]
-        scores = list(frozen.intermediate_values.values())
-        if not scores:
+        (frozen,) = [t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number]
+        if "pruned" in frozen.user_attrs:  # TrialPruning ended the fit early
+            raise optuna.TrialPruned(frozen.user_attrs["pruned"])
+        score = best_score(frozen, self.direction)
+        if score is None:
             raise SeqtagInputError(
-                f"trial {number} reported no validation score: the fit needs validation data (data.validation or "
-                "data.validation_from_train) and validation runs (trainer.limit_val_batches)"
+                f"trial {trial.number} reported no validation score: the fit needs validation data (data.validation "
+                "or data.validation_from_train) and validation runs (trainer.limit_val_batches)"
             )
-        return max(scores) if self.direction == "maximize" else min(scores)
+        return score
 
     def _record_checkpoint(self, trial: optuna.Trial) -> None:
         found = sorted((self.output / self.name / f"trial{trial.number}").glob("**/checkpoints/best.ckpt"))
@@ -298,7 +292,8 @@ class Tuner:
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """After each trial: one line on how it ended, and the best config so far written out."""
-        score = "" if trial.value is None else f" {trial.value:.4f}"
+        score = best_score(trial, self.direction)
+        score = "" if score is None else f" {score:.4f}"
         best = self._best(study)
         summary = f" (best: trial {best.number}, {best.value:.4f})" if best is not None else ""
         print(f"=== {self.name} trial {trial.number} {trial.state.name.lower()}{score}{summary}", flush=True)
