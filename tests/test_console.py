@@ -32,7 +32,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     listed = [
         line.split()[0] for line in capsys.readouterr().out.split("commands:\n")[1].splitlines() if line[:2] == "  "
     ]
-    assert listed == ["fit", "validate", "test", "predict", "score", "lm", "hub", "serve", "tune"]
+    assert listed == ["fit", "validate", "test", "predict", "score", "lm", "hub", "serve", "tune", "export"]
     assert listed == [*LIGHTNING_COMMANDS, *EXTRA_COMMANDS]
     assert main([]) == 2 and "usage: seqtag COMMAND" in capsys.readouterr().err
 
