@@ -46,13 +46,13 @@ IDENTITY_OFF_DIAGONAL = -1e30
 class _Lattice(NamedTuple):
     """Forward and backward scores of a right-padded batch in scaled form, float64 (see ``_forward_backward_scaled``).
 
-    Tag-major: ``log_alpha[b, t] = log(alpha[t, :, b]) + alpha_shift[t, 0, b]``, ``log_beta[b, t] =
-    log(beta_reversed[T - 1 - t, :, b]) + beta_shift[t, 0, b]``, for ``t >= 1`` ``factors[t, y, b] =
-    exp(emissions[b, t, y] - peaks[t, 0, b])``, and ``exp_transitions = exp(transitions - transition_max)``.
-    Values past a sequence's end are unspecified.
+    Tag-major: ``log_alpha[b, t] = log(forward[t, :, b] * factors[t, :, b]) + alpha_shift[t, 0, b]``,
+    ``log_beta[b, t] = log(beta_reversed[T - 1 - t, :, b]) + beta_shift[t, 0, b]``, for ``t >= 1``
+    ``factors[t, y, b] = exp(emissions[b, t, y] - peaks[t, 0, b])``, and ``exp_transitions = exp(transitions -
+    transition_max)``. Values past a sequence's end are unspecified.
     """
 
-    alpha: Tensor  # (T, K, B)
+    forward: Tensor  # (T, K, B)
     alpha_shift: Tensor  # (T, 1, B)
     beta_reversed: Tensor  # (T, K, B) in reverse token order
     beta_shift: Tensor  # (T, 1, B)
@@ -351,7 +351,7 @@ class ConditionalRandomField(nn.Module):
                 order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True).unsqueeze(2).expand(b, t, k)
                 emissions = emissions.gather(1, order)  # (B, T, K)
             lattice, exact = self._lattice(emissions, lengths)
-            log_alpha = lattice.alpha.log() + lattice.alpha_shift  # (T, K, B)
+            log_alpha = (lattice.forward * lattice.factors).log_() + lattice.alpha_shift  # (T, K, B)
             log_beta = lattice.beta_reversed.flip(0).log_() + lattice.beta_shift  # (T, K, B)
             log_alpha, log_beta = log_alpha.permute(2, 0, 1), log_beta.permute(2, 0, 1)  # (B, T, K)
             if exact is not None:
@@ -454,7 +454,7 @@ class ConditionalRandomField(nn.Module):
             # Both in the lattice's scaled probabilities, adding back what they were divided by: the transition
             # maximum, the alpha and beta shifts and, for the emissions (factors) of token ``end``, their peak.
             exp_transitions = lattice.exp_transitions
-            alpha = lattice.alpha[prev, :, index]  # (N, K)
+            alpha = lattice.forward[prev, :, index] * lattice.factors[prev, :, index]  # (N, K)
             head = (alpha * (exp_transitions * before)[:, first].T).sum(1).log()  # (N,)
             head += lattice.transition_max + lattice.alpha_shift[prev, 0, index]
             beta = lattice.beta_reversed[t - 1 - nxt, :, index] * lattice.factors[nxt, :, index]  # (N, K)
@@ -658,8 +658,9 @@ class ConditionalRandomField(nn.Module):
     ) -> tuple[_Lattice, Tensor]:
         """Forward and backward passes in probability space with one normalization per step (Rabiner 1989, §V.A).
 
-        In log space every step takes ``B * K * K`` exponentials; here a step is a ``(K, K) @ (K, B)`` product with
-        the exponentiated transitions, and the emissions are exponentiated once, before the loop. With
+        In log space every step takes ``B * K * K`` exponentials; here a step is one batched product of both passes'
+        ``(K, B)`` states with the exponentiated transitions, and the emissions are exponentiated once, before the
+        loop. With
         ``E = exp(transitions - c)``, ``c`` the largest transition score (so ``E`` lies in [0, 1], and forbidden
         transitions are ``exp(FORBIDDEN_SCORE) = 0``), and ``P_t = exp(e_t - m_t)``, ``m_t`` the largest emission:
 
@@ -688,7 +689,6 @@ class ConditionalRandomField(nn.Module):
         # One shift for all transitions is enough in float64: learned scores span far less than 700 nats.
         transition_max = transitions.amax()
         exp_transitions = (transitions - transition_max).exp()  # (K, K) [prev, cur]
-        forward_matrix = exp_transitions.T.contiguous()  # (K, K) [cur, prev]
 
         factors = torch.empty(t, k, b, dtype=f64, device=emissions.device)  # (T, K, B) P_t
         factors.view(t * k, b).copy_(emissions.reshape(b, t * k).T)  # a 2-D transpose is the fast one
@@ -701,24 +701,27 @@ class ConditionalRandomField(nn.Module):
         end_max = end.amax()
         last_state = (end - end_max).exp().unsqueeze(1)  # (K, 1) z at the last token, up to end_max
         is_last = (lengths == torch.arange(1, t + 1, device=lengths.device).unsqueeze(1)).unsqueeze(1)  # (T, 1, B)
-        # states[i, 0] is alpha_i = x_i * P_i (stored in place of x_i), states[i, 1] is z of token T - 1 - i. Few
-        # large allocations matter: freeing megabytes per call makes the allocator hand them back to the system,
-        # and the page faults of the next call cost more than the arithmetic.
+        # states[i, 0] is x of token i, states[i, 1] is z of token T - 1 - i. Few large allocations matter:
+        # freeing megabytes per call makes the allocator hand them back to the system, and the page faults of the
+        # next call cost more than the arithmetic.
         states = torch.empty(t, 2, k, b, dtype=f64, device=emissions.device)
-        states[0, 0] = factors[0]
+        states[0, 0] = 1.0
         states[0, 1] = torch.where(is_last[t - 1], last_state, 0.0)
+        matrices = torch.stack([exp_transitions.T, exp_transitions])  # (2, K, K): forward [cur, prev], backward
+        weighted = torch.empty(2, k, b, dtype=f64, device=emissions.device)  # each step's x * P and z * P
         sums = torch.ones(t, 2, 1, b, dtype=f64, device=emissions.device)  # what states[i] was divided by
-        # Views made once: at about 20 us per step, indexing in the loop would cost a tenth of it.
+        # Views made once: at about 15 us per step, indexing in the loop would cost a tenth of it.
         forward, backward = states[:, 0].unbind(0), states[:, 1].unbind(0)  # T x (K, B)
         state_steps, factor_steps, sum_steps = states.unbind(0), factors.unbind(0), sums.unbind(0)
         last_tokens = set((lengths - 1).tolist())
         for i in range(1, t):
-            torch.mm(forward_matrix, forward[i - 1], out=forward[i])
-            torch.mm(exp_transitions, backward[i - 1] * factor_steps[t - i], out=backward[i])
+            # One batched product for both passes: x_i = E^T (x_{i-1} * P_{i-1}), z = E (z * P) of token T - 1 - i.
+            torch.mul(forward[i - 1], factor_steps[i - 1], out=weighted[0])
+            torch.mul(backward[i - 1], factor_steps[t - i], out=weighted[1])
+            torch.bmm(matrices, weighted, out=state_steps[i])
             if i % 2 == 0 or i == t - 1:  # values shrink or grow at most K-fold a step: every other one will do
                 torch.sum(state_steps[i], 1, keepdim=True, out=sum_steps[i])
                 state_steps[i].mul_(sum_steps[i].reciprocal())
-            forward[i].mul_(factor_steps[i])
             if t - 1 - i in last_tokens:  # some sequences start their backward pass at token T - 1 - i
                 torch.where(is_last[t - 1 - i], last_state, backward[i], out=backward[i])
 
@@ -738,13 +741,22 @@ class ConditionalRandomField(nn.Module):
         beta_shift = increments.flip(0).cumsum(0).flip(0) + end_max  # (T, 1, B) token order
         alpha_shift = forward_shift + peaks  # (T, 1, B)
 
-        alpha, beta_reversed = states[:, 0], states[:, 1]  # (T, K, B) each
+        forward_states, beta_reversed = states[:, 0], states[:, 1]  # (T, K, B) each
         batch = torch.arange(b, device=emissions.device)
         last = lengths - 1
         # Z = sum over the last token's tags of alpha * exp(end).
-        log_z = (alpha[last, :, batch] * last_state.T).sum(1).log() + alpha_shift[last, 0, batch] + end_max
+        alpha = forward_states[last, :, batch] * factors[last, :, batch]  # (B, K)
+        log_z = (alpha * last_state.T).sum(1).log() + alpha_shift[last, 0, batch] + end_max
         lattice = _Lattice(
-            alpha, alpha_shift, beta_reversed, beta_shift, factors, peaks, exp_transitions, transition_max, log_z
+            forward_states,
+            alpha_shift,
+            beta_reversed,
+            beta_shift,
+            factors,
+            peaks,
+            exp_transitions,
+            transition_max,
+            log_z,
         )
 
         info = torch.finfo(f64)
@@ -759,7 +771,8 @@ class ConditionalRandomField(nn.Module):
         mass = torch.empty(t, b, dtype=f64, device=emissions.device)
         for first in range(0, t, MASS_CHUNK):
             stop = min(t, first + MASS_CHUNK)
-            torch.sum(alpha[first:stop] * beta_reversed[t - stop : t - first].flip(0), 1, out=mass[first:stop])
+            alpha = forward_states[first:stop] * factors[first:stop]  # (chunk, K, B)
+            torch.sum(alpha.mul_(beta_reversed[t - stop : t - first].flip(0)), 1, out=mass[first:stop])
         mass = mass.log_() + alpha_shift[:, 0] + beta_shift[:, 0]  # (T, B)
         consistent = ((mass - log_z).abs() <= CONSISTENCY_TOLERANCE) | (positions[:, :, 0] >= lengths)  # (T, B)
         return lattice, ok & consistent.all(0)
