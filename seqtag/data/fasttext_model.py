@@ -167,23 +167,61 @@ class FastTextModel:
         own = self.index.get(word)
         return ([own] if own is not None else []) + self.ngram_rows(word)
 
+    def batch_rows(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`rows` of many words at once, the n-grams hashed with numpy: (owner, row) int64 pairs, ``owner``
+        the word's position in ``words``, in no particular order. Each step of the loop takes the next byte of every
+        n-gram of every word (an n-gram has at most ``maxn`` characters of at most 4 UTF-8 bytes)."""
+        owners = [np.array([i for i, w in enumerate(words) if w in self.index], dtype=np.int64)]
+        rows = [np.array([self.index[words[i]] for i in owners[0].tolist()], dtype=np.int64)]
+        if self.maxn > 0 and words:
+            encoded = [f"<{w}>".encode() if w != "</s>" else b"" for w in words]
+            lengths = np.array([len(e) for e in encoded])
+            width = int(lengths.max()) + 1
+            steps = min(width, 4 * self.maxn)
+            data = np.zeros((len(words), width + steps), dtype=np.uint8)  # zero padding: no character starts there
+            flat = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+            word_of = np.repeat(np.arange(len(words)), lengths)
+            data[word_of, np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)] = flat
+            position = np.arange(width + steps)[None, :]
+            inside = position < lengths[:, None]
+            starts_char = inside & ((data & 0xC0) != 0x80)  # (N, width + steps): a character starts at this byte
+            next_starts = np.zeros_like(starts_char)
+            next_starts[:, :-1] = starts_char[:, 1:]
+            ends_char = inside & (next_starts | (position + 1 == lengths[:, None]))  # the last byte of a character
+            signed = data.astype(np.uint32)
+            signed[data >= 0x80] |= np.uint32(0xFFFFFF00)  # bytes hash as signed chars
+            start = np.arange(width)[None, :]  # (1, width): the n-gram's first byte
+            hashes = np.full((len(words), width), _FNV_OFFSET, dtype=np.uint32)
+            chars = np.zeros((len(words), width), dtype=np.int64)  # characters taken so far
+            first = starts_char[:, :width]
+            for step in range(steps):
+                active = first & inside[:, step : step + width] & (chars < self.maxn)
+                hashes = np.where(active, (hashes ^ signed[:, step : step + width]) * np.uint32(_FNV_PRIME), hashes)
+                done = active & ends_char[:, step : step + width]
+                chars += done
+                # single characters count, but not "<" or ">" alone
+                edge = (start == 0) | (start + step + 1 == lengths[:, None])
+                emit = done & (chars >= self.minn) & ~((chars == 1) & edge)
+                owner, _ = np.nonzero(emit)
+                owners.append(owner.astype(np.int64))
+                rows.append(self._nwords + (hashes[emit] % np.uint32(self.bucket)).astype(np.int64))
+        return np.concatenate(owners), np.concatenate(rows)
+
     def vectors(self, words: Sequence[str], batch: int = 4096) -> np.ndarray:
         """The (N, dim) float32 vectors of ``words``, as fastText's ``get_word_vector`` gives them (zeros for a
         word outside the dictionary that has no n-gram)."""
         out = np.zeros((len(words), self.dim), dtype=np.float32)
-        for start in range(0, len(words), batch):
-            lists = [self.rows(w) for w in words[start : start + batch]]
-            counts = np.array([len(rows) for rows in lists])
-            flat = np.fromiter((r for rows in lists for r in rows), dtype=np.int64, count=int(counts.sum()))
-            if not len(flat):
+        for begin in range(0, len(words), batch):
+            chunk = words[begin : begin + batch]
+            owners, rows = self.batch_rows(chunk)
+            if not len(rows):
                 continue
-            order = np.argsort(flat, kind="stable")
-            gathered = np.empty((len(flat), self.dim), dtype=np.float64)
-            gathered[order] = self.matrix[flat[order]]  # rows read in file order: sequential reads of the map
+            order = np.argsort(owners, kind="stable")
+            counts = np.bincount(owners, minlength=len(chunk))
             has = counts > 0
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[has]
-            sums = np.add.reduceat(gathered, starts, axis=0)
-            out[start : start + len(lists)][has] = (sums / counts[has, None]).astype(np.float32)
+            starts = (np.cumsum(counts) - counts)[has]
+            sums = np.add.reduceat(self.matrix[rows[order]], starts, axis=0, dtype=np.float64)  # (words with rows, dim)
+            out[begin : begin + len(chunk)][has] = (sums / counts[has, None]).astype(np.float32)
         return out
 
     def lookup(self, wanted: Iterable[str]) -> dict[str, np.ndarray]:

@@ -95,6 +95,47 @@ def test_truncated_word2vec_binary_names_the_file(tmp_path, cut):
 
 
 # ----------------------------------------------------------------------------------------------------- fastText
+def write_fasttext(path: Path, words: list[str], dim: int, bucket: int, minn: int = 3, maxn: int = 6) -> np.ndarray:
+    """A fastText model file (format version 12) of ``words`` with random input rows; returns its input matrix."""
+    import struct
+
+    matrix = np.random.default_rng(1).uniform(-1, 1, (len(words) + bucket, dim)).astype(np.float32)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<2i", 793712314, 12))
+        f.write(struct.pack("<12id", dim, 5, 5, 1, 5, 1, 2, 2, bucket, minn, maxn, 100, 1e-4))
+        f.write(struct.pack("<3iqq", len(words), len(words), 0, 100, -1))
+        f.write(b"".join(w.encode() + b"\0" + struct.pack("<qb", 10, 0) for w in words))
+        f.write(struct.pack("<?qq", False, *matrix.shape) + matrix.tobytes())
+        f.write(struct.pack("<?qq", False, len(words), dim) + np.zeros((len(words), dim), np.float32).tobytes())
+    return matrix
+
+
+def test_fasttext_reader_on_a_file_written_here(tmp_path):
+    """The format and the n-gram rows, without any fastText library: the numpy-hashed rows of many words equal the
+    byte-by-byte reference (signed bytes, n-grams starting at UTF-8 characters), and vectors are their means."""
+    rng = np.random.default_rng(0)
+    alphabet = list("abcXYZ-'.0") + ["é", "ü", "北", "京", "🙂"]
+    unseen = ["".join(rng.choice(alphabet, size=rng.integers(0, 12))) for _ in range(500)] + ["</s>", "x", ""]
+    vocabulary = ["</s>", "the", "Paris", "Zoë", "北京"]
+    matrix = write_fasttext(tmp_path / "m.bin", vocabulary, dim=4, bucket=97)
+    model = FastTextModel(tmp_path / "m.bin")
+    assert model.words == vocabulary and (model.dim, model.minn, model.maxn, model.bucket) == (4, 3, 6, 97)
+    words = vocabulary + unseen
+    owners, rows = model.batch_rows(words)
+    for i, word in enumerate(words):
+        assert sorted(rows[owners == i].tolist()) == sorted(model.rows(word)), word
+    assert model.rows("Zoë")[0] == 3 and len(model.rows("Zoë")) == 1 + 3 + 2 + 1  # own row, 3-, 4-, 5-grams of <Zoë>
+    assert model.rows("</s>") == [0]
+    expected = np.stack([matrix[model.rows(w)].mean(axis=0) if model.rows(w) else np.zeros(4) for w in words])
+    np.testing.assert_allclose(model.vectors(words, batch=64), expected, rtol=1e-5, atol=1e-6)
+    assert vectors_format(tmp_path / "m.bin") == "fasttext"
+    assert list(read_vectors(tmp_path / "m.bin", None, limit=2)[0]) == ["</s>", "the"]
+    with pytest.raises(SeqtagInputError, match="gzipped fastText model"):
+        gz = tmp_path / "m.bin.gz"
+        gz.write_bytes(gzip.compress((tmp_path / "m.bin").read_bytes()))
+        read_vectors(gz)
+
+
 def quickstart_sentences(limit: int) -> list[list[str]]:
     blocks = (QUICKSTART / "train.conll").read_text(encoding="utf-8").strip().split("\n\n")[:limit]
     return [[line.split()[0] for line in block.splitlines()] for block in blocks]
@@ -260,3 +301,14 @@ def test_fasttext_vectors_through_training_and_tagging(fasttext_model, tmp_path)
     assert embedded.abs().sum() > 0
     np.testing.assert_allclose(embedded.numpy(), reference.vector("Qwertzuiop"), rtol=1e-5, atol=1e-7)
     assert tagger.tag([["Qwertzuiop"]]) and tagger.vocab.word_id("Qwertzuiop") == new_id  # added once
+
+    # The same through the data module `seqtag predict` and `seqtag test` use with --data.word_vectors: the words of
+    # the data to tag join the table before it is encoded.
+    text = write(tmp_path / "new.txt", "Qwertzuiop visited Blorptown and Zorblaxé .\n")
+    data = TaggingDataModule(vocab=str(checkpoint), predict=str(text), word_vectors=str(path), keep_vectors=50,
+                             cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    data.setup("predict")
+    words, table = data.pretrained_table()
+    assert words[len(first) :] == ["Qwertzuiop", "visited", "Zorblaxé"]  # "and", "." and "Blorptown" are known
+    assert data.vocab.encode_tokens(["Qwertzuiop"])["word_ids"] == [len(data.vocab.words) + len(first)]
+    np.testing.assert_allclose(table[len(first)], reference.vector("Qwertzuiop"), rtol=1e-5, atol=1e-7)
