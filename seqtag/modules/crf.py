@@ -350,7 +350,7 @@ class ConditionalRandomField(nn.Module):
                 # The passes need right padding: real tokens first (stable sort), results put back below.
                 order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True).unsqueeze(2).expand(b, t, k)
                 emissions = emissions.gather(1, order)  # (B, T, K)
-            lattice, exact = self._lattice(emissions, lengths)
+            lattice, exact = self._lattice(emissions, lengths, self._scores(torch.float64))
             log_alpha = (lattice.forward * lattice.factors).log_() + lattice.alpha_shift  # (T, K, B)
             log_beta = lattice.beta_reversed.flip(0).log_() + lattice.beta_shift  # (T, K, B)
             log_alpha, log_beta = log_alpha.permute(2, 0, 1), log_beta.permute(2, 0, 1)  # (B, T, K)
@@ -438,8 +438,9 @@ class ConditionalRandomField(nn.Module):
             ):
                 raise ValueError("Expected segments (b, start, end) with 0 <= b < B and 0 <= start < end <= length")
             dtype = emissions.dtype
-            lattice, exact = self._lattice(emissions, lengths)
-            transitions, start_scores, end_scores = self._scores(torch.float64)
+            scores = self._scores(torch.float64)
+            lattice, exact = self._lattice(emissions, lengths, scores)
+            transitions, start_scores, end_scores = scores
             everything = torch.ones(k, k, dtype=torch.bool, device=emissions.device)
             before = everything if before is None else before.to(device=emissions.device, dtype=torch.bool)
             after = everything if after is None else after.to(device=emissions.device, dtype=torch.bool)
@@ -626,7 +627,9 @@ class ConditionalRandomField(nn.Module):
         """(B,) lengths -> (B, T) bool mask of the first ``lengths[b]`` positions."""
         return torch.arange(t, device=lengths.device) < lengths.unsqueeze(1)
 
-    def _lattice(self, emissions: Tensor, lengths: Tensor) -> tuple[_Lattice, _Exact | None]:
+    def _lattice(
+        self, emissions: Tensor, lengths: Tensor, scores: tuple[Tensor, Tensor, Tensor]
+    ) -> tuple[_Lattice, _Exact | None]:
         """Forward-backward scores of right-padded, checked emissions.
 
         :meth:`_forward_backward_scaled` computes them; the sequences where it underflows are recomputed by
@@ -636,13 +639,14 @@ class ConditionalRandomField(nn.Module):
         Args:
             emissions: (B, T, K) from :meth:`_check`, right padded.
             lengths: (B,) number of real tokens.
+            scores: ``self._scores(torch.float64)``.
 
         Returns:
             ``(lattice, exact)``; ``exact`` is None when every sequence is exact in the lattice.
         """
         # float64: products of two small probabilities are common, and float32 would make them denormal (slow on
         # CPUs) or zero; float64 leaves room for score gaps of about 700 nats.
-        transitions, start, end = self._scores(torch.float64)
+        transitions, start, end = scores
         lattice, ok = self._forward_backward_scaled(emissions, lengths, transitions, start, end)
         if bool(ok.all()):
             return lattice, None
@@ -672,9 +676,9 @@ class ConditionalRandomField(nn.Module):
         (in between they change at most K-fold) and the logs of the sums go into a running shift. Float64 then
         holds every tag within several hundred nats of its token's best, which loses nothing unless scores
         contradict each other by that much: a tag that the forward pass dropped can still carry most of Z through
-        its backward score. So a sequence is reported in ``ok``, for recomputation in log space, when a state's sum
-        falls below ``tiny / eps`` or ``sum_y alpha_t(y) beta_t(y)`` misses ``Z`` by more than
-        ``CONSISTENCY_TOLERANCE`` at some token (and when it has no allowed path).
+        its backward score. So a sequence is reported in ``ok``, for recomputation in log space, when
+        ``sum_y alpha_t(y) beta_t(y)`` misses ``Z`` by more than ``CONSISTENCY_TOLERANCE`` at some token, which also
+        catches states that underflowed and sequences without any allowed path.
 
         Args:
             emissions: (B, T, K) float, right padded, contiguous.
@@ -759,15 +763,10 @@ class ConditionalRandomField(nn.Module):
             log_z,
         )
 
-        info = torch.finfo(f64)
-        precise = sums[1:, :, 0] >= info.tiny / info.eps  # (T-1, 2, B)
-        steps = positions[1:, :, 0]  # (T-1, 1)
-        # Forward step i computes token i; backward step i computes token T - 1 - i, real work below n - 1.
-        needed = torch.stack([steps < lengths, t - 1 - steps < lengths - 1], 1)  # (T-1, 2, B)
-        ok = (precise | ~needed).all(0).all(0) & torch.isfinite(log_z)  # (B,)
-        # A tag dropped by one pass (under 1e-308 of its token's mass) can carry most of Z once the other pass's
-        # scores are counted; then sum_y alpha_t(y) beta_t(y) falls short of Z at some token t. So check every one,
-        # a few tokens at a time to keep the temporaries small.
+        # Every token's sum_y alpha_t(y) beta_t(y) must be Z. A tag dropped by one pass (under 1e-308 of its token's
+        # mass) can carry most of Z once the other pass's scores are counted, and then the sum falls short at some
+        # token; a state that underflowed altogether, or lost precision as a denormal, or a sequence without any
+        # allowed path (Z = 0) fail the same test. Checked a few tokens at a time to keep the temporaries small.
         mass = torch.empty(t, b, dtype=f64, device=emissions.device)
         for first in range(0, t, MASS_CHUNK):
             stop = min(t, first + MASS_CHUNK)
@@ -775,7 +774,7 @@ class ConditionalRandomField(nn.Module):
             torch.sum(alpha.mul_(beta_reversed[t - stop : t - first].flip(0)), 1, out=mass[first:stop])
         mass = mass.log_() + alpha_shift[:, 0] + beta_shift[:, 0]  # (T, B)
         consistent = ((mass - log_z).abs() <= CONSISTENCY_TOLERANCE) | (positions[:, :, 0] >= lengths)  # (T, B)
-        return lattice, ok & consistent.all(0)
+        return lattice, consistent.all(0)
 
     @staticmethod
     def _forward_backward_log(
