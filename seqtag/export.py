@@ -449,9 +449,14 @@ def export_checkpoint(
     Raises:
         SeqtagInputError: for a file that is not a tagger checkpoint, or a model option the graph cannot express.
     """
+    import importlib.util
+
     from seqtag.data.vocab import load_checkpoint
     from seqtag.tagger import Tagger
 
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SeqtagInputError(f"seqtag export needs {' and '.join(missing)}: pip install 'seqtag[onnx]'")
     checkpoint = load_checkpoint(ckpt_path)
     if "hyper_parameters" not in checkpoint:
         raise SeqtagInputError(f"{ckpt_path}: not a seqtag tagger checkpoint (no hyperparameters)")

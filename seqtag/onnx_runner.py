@@ -88,7 +88,10 @@ class OnnxTagger:
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise SeqtagInputError("tagging with an ONNX graph needs onnxruntime: pip install 'seqtag[onnx]'") from None
 
         path = Path(path)
         meta_path = vocab_path(path)
