@@ -2,15 +2,20 @@
 
     .venv/bin/python scripts/bench_confidence.py
     .venv/bin/python scripts/bench_confidence.py --o-bias 0    # dense spans: a span every 1.6 tokens
+    .venv/bin/python scripts/bench_confidence.py --lengths-from ../shared/data/conll2003/eng.testb
 
 A BIOES CRF over 4 span types (17 tags, constraints from ``allowed_transitions``) decodes random emissions in
 batches of ``--batch-size`` sentences whose longest sentence has T = 5, 10, ..., 40 tokens; the other lengths lie
-in [3T/4, T], as in length-sorted eval batches. For each T it times ``crf.decode`` alone and ``crf.decode`` followed
-by ``seqtag.confidence.span_confidences`` (forward-backward, span extraction, one probability per span and the
-Python lists), best of ``--repeat`` rounds, and prints milliseconds per batch and their ratio; the last row sums all
-T. Emissions are ``--scale`` times standard-normal noise plus ``--o-bias`` on the ``O`` tag; the default bias
-gives what CoNLL-2003 eng.testb has, a span every 7 to 8 tokens and about 16% of tokens inside spans (random
-emissions without it give a span every 1.6 tokens, and per-span work grows with them).
+in [3T/4, T], as in length-sorted eval batches. ``--lengths-from`` takes the batches from a CoNLL file's sentence
+lengths instead: sorted and cut into batches of ``--batch-size``, as seqtag's ``sorted`` eval bucketing does (for
+eng.testb: 14 batches, half of them no longer than 10 tokens). For each batch it times ``crf.decode`` alone and
+``crf.decode`` followed by ``seqtag.confidence.span_confidences`` (forward-backward, span extraction, one
+probability per span and the Python lists), best of ``--repeat`` rounds, and prints milliseconds per batch and
+their ratio; the last row sums all batches.
+
+Emissions are ``--scale`` times standard-normal noise plus ``--o-bias`` on the ``O`` tag. The default bias gives
+what CoNLL-2003 eng.testb has, a span every 7 to 8 tokens and about 16% of tokens inside spans (without it, random
+emissions give a span every 1.6 tokens, and per-span work grows with them).
 
 Times are process CPU time by default (``--clock cpu``): on a shared machine it is far steadier than wall time,
 and with one thread it is the same quantity; ``--clock wall`` measures wall time.
@@ -26,6 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -51,6 +57,23 @@ def best_ms(fns: list[Callable[[], object]], repeat: int, number: int, clock: Ca
     return [b * 1e3 for b in best]
 
 
+def conll_batches(path: Path, batch_size: int) -> list[torch.Tensor]:
+    """Sentence lengths of a CoNLL file (blank-line separated, ``-DOCSTART-`` lines skipped), sorted and cut into
+    batches: a (B,) long tensor per batch."""
+    lengths, n = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            if n:
+                lengths.append(n)
+            n = 0
+        elif not line.startswith("-DOCSTART-"):
+            n += 1
+    if n:
+        lengths.append(n)
+    lengths.sort()
+    return [torch.tensor(lengths[i : i + batch_size]) for i in range(0, len(lengths), batch_size)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -61,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--number", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lengths-from", type=Path, help="CoNLL file whose sentence lengths shape the batches")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -72,15 +96,23 @@ def main(argv: list[str] | None = None) -> None:
         f"BIOES, K={len(labels)}, B={args.batch_size}, threads={torch.get_num_threads()}, scale={args.scale}, "
         f"o_bias={args.o_bias}, clock={args.clock}"
     )
+    if args.lengths_from:
+        print(f"batches: sentence lengths of {args.lengths_from}, sorted")
+        batches = conll_batches(args.lengths_from, args.batch_size)
+    else:
+        batches = []
+        for t in range(5, 41, 5):
+            lengths = torch.randint(max(1, 3 * t // 4), t + 1, (args.batch_size,))
+            lengths[0] = t
+            batches.append(lengths)
     print("| T | spans/batch | decode ms | decode + span_confidences ms | ratio |")
     print("|---|---|---|---|---|")
     totals = [0.0, 0.0]
     with torch.inference_mode():
-        for t in range(5, 41, 5):
-            emissions = args.scale * torch.randn(args.batch_size, t, len(labels))
+        for lengths in batches:
+            t = int(lengths.max())
+            emissions = args.scale * torch.randn(len(lengths), t, len(labels))
             emissions[:, :, labels.index("O")] += args.o_bias
-            lengths = torch.randint(max(1, 3 * t // 4), t + 1, (args.batch_size,))
-            lengths[0] = t
             mask = torch.arange(t) < lengths.unsqueeze(1)
 
             def with_confidence(emissions: torch.Tensor = emissions, mask: torch.Tensor = mask) -> list:

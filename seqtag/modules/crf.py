@@ -47,7 +47,7 @@ class _Lattice(NamedTuple):
     """Forward and backward scores of a right-padded batch in scaled form, float64 (see ``_forward_backward_scaled``).
 
     Tag-major: ``log_alpha[b, t] = log(forward[t, :, b] * factors[t, :, b]) + alpha_shift[t, 0, b]``,
-    ``log_beta[b, t] = log(beta_reversed[T - 1 - t, :, b]) + beta_shift[t, 0, b]``, for ``t >= 1``
+    ``log_beta[b, t] = log(beta_reversed[r, :, b]) + beta_shift[r, 0, b]`` with ``r = T - 1 - t``, for ``t >= 1``
     ``factors[t, y, b] = exp(emissions[b, t, y] - peaks[t, 0, b])``, and ``exp_transitions = exp(transitions -
     transition_max)``. Values past a sequence's end are unspecified.
     """
@@ -55,7 +55,7 @@ class _Lattice(NamedTuple):
     forward: Tensor  # (T, K, B)
     alpha_shift: Tensor  # (T, 1, B)
     beta_reversed: Tensor  # (T, K, B) in reverse token order
-    beta_shift: Tensor  # (T, 1, B)
+    beta_shift: Tensor  # (T, 1, B) in reverse token order
     factors: Tensor  # (T, K, B)
     peaks: Tensor  # (T, 1, B)
     exp_transitions: Tensor  # (K, K)
@@ -352,7 +352,7 @@ class ConditionalRandomField(nn.Module):
                 emissions = emissions.gather(1, order)  # (B, T, K)
             lattice, exact = self._lattice(emissions, lengths, self._scores(torch.float64))
             log_alpha = (lattice.forward * lattice.factors).log_() + lattice.alpha_shift  # (T, K, B)
-            log_beta = lattice.beta_reversed.flip(0).log_() + lattice.beta_shift  # (T, K, B)
+            log_beta = (lattice.beta_reversed.log() + lattice.beta_shift).flip(0)  # (T, K, B)
             log_alpha, log_beta = log_alpha.permute(2, 0, 1), log_beta.permute(2, 0, 1)  # (B, T, K)
             if exact is not None:
                 log_alpha[exact.rows], log_beta[exact.rows] = exact.log_alpha, exact.log_beta
@@ -458,9 +458,10 @@ class ConditionalRandomField(nn.Module):
             alpha = lattice.forward[prev, :, index] * lattice.factors[prev, :, index]  # (N, K)
             head = (alpha * (exp_transitions * before)[:, first].T).sum(1).log()  # (N,)
             head += lattice.transition_max + lattice.alpha_shift[prev, 0, index]
-            beta = lattice.beta_reversed[t - 1 - nxt, :, index] * lattice.factors[nxt, :, index]  # (N, K)
+            step = t - 1 - nxt  # (N,) where the backward pass holds token nxt
+            beta = lattice.beta_reversed[step, :, index] * lattice.factors[nxt, :, index]  # (N, K)
             tail = (beta * (exp_transitions * after)[last]).sum(1).log()  # (N,)
-            tail += lattice.transition_max + lattice.peaks[nxt, 0, index] + lattice.beta_shift[nxt, 0, index]
+            tail += lattice.transition_max + lattice.peaks[nxt, 0, index] + lattice.beta_shift[step, 0, index]
             if exact is not None:
                 # The same sums in log space for the segments of the sequences the lattice cannot hold.
                 row_of = torch.full_like(lengths, -1)
@@ -729,22 +730,18 @@ class ConditionalRandomField(nn.Module):
             if t - 1 - i in last_tokens:  # some sequences start their backward pass at token T - 1 - i
                 torch.where(is_last[t - 1 - i], last_state, backward[i], out=backward[i])
 
-        # Each step divided by transition_max, the peak of the emissions it multiplied and the new state's sum.
-        # Forward shift of token i: the sum of those over steps j < i; garbage past a sequence's end only reaches
-        # later tokens of the same sequence.
-        positions = torch.arange(t, device=emissions.device).view(t, 1, 1)
-        forward_shift = torch.zeros_like(peaks)  # (T, 1, B)
-        forward_shift[1:] = peaks[:-1] + sums[1:, 0].log() + transition_max
-        forward_shift = forward_shift.cumsum(0)
-        # Backward shift of token u: end_max + the sum over tokens u .. n - 2 of what computing them divided by;
-        # tokens from n - 1 on contribute nothing, which also drops the garbage (and resets at the last token).
-        before_last = positions < (lengths - 1)  # (T, 1, B)
-        increments = torch.zeros_like(peaks)
-        increments[:-1] = peaks[1:] + sums[:, 1].flip(0)[:-1].log() + transition_max
-        increments = torch.where(before_last, increments, 0.0)
-        beta_shift = increments.flip(0).cumsum(0).flip(0) + end_max  # (T, 1, B) token order
-        alpha_shift = forward_shift + peaks  # (T, 1, B)
-
+        # Step i divided by transition_max, by the peak of the emissions it multiplied (forward: token i - 1,
+        # backward: token T - i) and by the new state's sum; a running sum gives each state's shift. The backward
+        # pass of a sequence of n tokens starts afresh at step T - n (token n - 1, shift end_max): earlier steps
+        # computed garbage and count nothing. Forward garbage past a sequence's end only reaches later tokens.
+        increments = torch.zeros(t, 2, 1, b, dtype=f64, device=emissions.device)  # (T, 2, 1, B)
+        torch.stack([peaks[:-1], peaks.flip(0)[:-1]], 1, out=increments[1:])
+        increments[1:] += sums[1:].log_() + transition_max
+        steps = torch.arange(t, device=emissions.device).view(t, 1)
+        increments[:, 1].masked_fill_((steps <= t - lengths).unsqueeze(1), 0.0)
+        shifts = increments.cumsum(0)  # (T, 2, 1, B)
+        alpha_shift = shifts[:, 0] + peaks  # (T, 1, B)
+        beta_shift = shifts[:, 1] + end_max  # (T, 1, B) in the backward pass's order, as beta_reversed
         forward_states, beta_reversed = states[:, 0], states[:, 1]  # (T, K, B) each
         batch = torch.arange(b, device=emissions.device)
         last = lengths - 1
@@ -772,8 +769,8 @@ class ConditionalRandomField(nn.Module):
             stop = min(t, first + MASS_CHUNK)
             alpha = forward_states[first:stop] * factors[first:stop]  # (chunk, K, B)
             torch.sum(alpha.mul_(beta_reversed[t - stop : t - first].flip(0)), 1, out=mass[first:stop])
-        mass = mass.log_() + alpha_shift[:, 0] + beta_shift[:, 0]  # (T, B)
-        consistent = ((mass - log_z).abs() <= CONSISTENCY_TOLERANCE) | (positions[:, :, 0] >= lengths)  # (T, B)
+        mass = mass.log_() + alpha_shift[:, 0] + beta_shift[:, 0].flip(0)  # (T, B)
+        consistent = ((mass - log_z).abs() <= CONSISTENCY_TOLERANCE) | (steps >= lengths)  # (T, B)
         return lattice, consistent.all(0)
 
     @staticmethod
