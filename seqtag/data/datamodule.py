@@ -108,10 +108,13 @@ class TaggingDataModule(L.LightningDataModule):
         lowercase: look words up lowercased (pair with ``model.casing_dim``). Default: False
         zero_digits: replace digits by 0 before lookup. Default: False
         min_count: training words seen fewer times become UNK. Default: 1
-        word_vectors: a GloVe/word2vec/fastText text file (``.gz`` too). Training words with a vector start from it;
+        word_vectors: a GloVe/word2vec/fastText text file (``.gz`` too), a word2vec binary file or a fastText model
+            (``.bin``; see docs/vectors.md). Training words with a vector start from it;
             the first ``keep_vectors`` words of the file are kept with the model as a fixed table, so that words
             unseen in training (in dev, test and any text tagged later) keep their vector. With ``vocab`` (tagging
-            with a trained model), the table comes from this file instead of the checkpoint. Default: None
+            with a trained model), the table comes from this file instead of the checkpoint. A fastText model gives
+            every word a vector: the words of dev, test and data to tag that neither the vocabulary nor the table
+            holds join the table with their subword vector. Default: None
         keep_vectors: how many words of ``word_vectors`` (the file's first, which are its most frequent) the model
             keeps for words unseen in training; 0 keeps none (they are UNK). Each costs ``dim`` floats in every
             checkpoint (GloVe 6B 50d: 400,000 words, 80 MB). Default: 400000
@@ -579,7 +582,7 @@ class TaggingDataModule(L.LightningDataModule):
     def batch_text(self) -> bool:
         """Whether batches carry the tokens' text (``token_codes``): what the trainer's model needs (a model with
         ``model.transformer``)."""
-        model = self.trainer.lightning_module if self.trainer is not None else None
+        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
         return bool(getattr(model, "reads_token_text", False))
 
     def _loader(self, split: Split, train: bool) -> DataLoader:
