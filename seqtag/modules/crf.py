@@ -431,10 +431,9 @@ class ConditionalRandomField(nn.Module):
                 if table is not None and table.shape != (k, k):
                     raise ValueError(f"Expected {name} of shape {(k, k)}, got {tuple(table.shape)}")
             index, starts, ends = segments.long().unbind(1)  # (N,) each
+            length = lengths[index.clamp(0, b - 1)]  # (N,)
             if len(index) and not bool(
-                ((index >= 0) & (index < b)).all()
-                and ((starts >= 0) & (starts < ends)).all()
-                and (ends <= lengths[index.clamp(0, b - 1)]).all()
+                ((index >= 0) & (index < b) & (starts >= 0) & (starts < ends) & (ends <= length)).all()
             ):
                 raise ValueError("Expected segments (b, start, end) with 0 <= b < B and 0 <= start < end <= length")
             dtype = emissions.dtype
@@ -447,8 +446,8 @@ class ConditionalRandomField(nn.Module):
             tags = torch.where(mask, tags.long(), 0)  # (B, T)
             first, last = tags[index, starts], tags[index, ends - 1]  # (N,)
             prev = (starts - 1).clamp_min(0)  # (N,) token before the segment, or any valid position
-            has_next = ends < lengths[index]  # (N,)
-            nxt = torch.where(has_next, ends, lengths[index] - 1)  # (N,) token after the segment, or any valid one
+            has_next = ends < length  # (N,)
+            nxt = torch.where(has_next, ends, length - 1)  # (N,) token after the segment, or any valid one
 
             # Into the segment: log sum over allowed p of exp(log_alpha[start - 1, p] + transitions[p, first]).
             # Out of it: log sum over allowed q of exp(transitions[last, q] + emissions[end, q] + log_beta[end, q]).
