@@ -609,10 +609,13 @@ def test_segment_log_probs_match_brute_force(seed):
     segments = [(i, s, e) for i, n in enumerate(mask.sum(1).tolist()) for s in range(n) for e in range(s + 1, n + 1)]
     got = crf.segment_log_probs(emissions, mask, tags, torch.tensor(segments), before, after).exp()
     plain = crf.segment_log_probs(emissions, mask, tags, torch.tensor(segments)).exp()
+    enumerated = {}
     for (i, s, e), p, p_plain in zip(segments, got.tolist(), plain.tolist()):
         n = int(mask[i].sum())
-        paths, scores, allowed = enumerate_paths(crf, emissions[i, :n])
-        probs = torch.where(allowed, scores - torch.logsumexp(scores[allowed], 0), -math.inf).exp()
+        if i not in enumerated:
+            paths, scores, allowed = enumerate_paths(crf, emissions[i, :n])
+            enumerated[i] = paths, torch.where(allowed, scores - torch.logsumexp(scores[allowed], 0), -math.inf).exp()
+        paths, probs = enumerated[i]
         inside = (paths[:, s:e] == tags[i, s:e]).all(1)
         enter = before[paths[:, s - 1], tags[i, s]] if s > 0 else torch.ones_like(inside)
         leave = after[tags[i, e - 1], paths[:, e]] if e < n else torch.ones_like(inside)
