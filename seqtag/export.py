@@ -291,7 +291,14 @@ class TaggerGraph(nn.Module):
         return tags.squeeze(2).transpose(0, 1).masked_fill(~mask, 0)  # (B, T)
 
     def _forward_backward(self, emissions: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``ConditionalRandomField.forward_backward`` in log space, float64 (its ``_forward_backward_log``).
+        """``ConditionalRandomField.forward_backward``, float64: log-space scores, each step a matrix product.
+
+        A step's log-sum over the previous tags, ``log sum_p exp(alpha[p] + transitions[p, y])``, is computed as
+        ``log(exp(alpha - max(alpha)) @ exp(transitions - column max)) + max(alpha) + column max``: exact up to
+        rounding, and a ``(B, K) @ (K, K)`` product instead of ``B * K * K`` exponentials. Forbidden transitions
+        (-1e4) become exact zeros, so tags that no allowed path reaches get -inf, as in
+        ``ConditionalRandomField.forward_backward``; so do tags several hundred nats below the best one at a token,
+        whose share of any sum is below float64's range (``log_z`` and the probabilities are not affected).
 
         Shape:
             emissions: (B, T, K);  mask: (B, T);  returns: (B, T, K), (B, T, K), (B,)
@@ -300,11 +307,16 @@ class TaggerGraph(nn.Module):
 
         scores = emissions.double()
         transitions, start, end = self.transitions.double(), self.start.double(), self.end.double()
+        into_max = transitions.amax(dim=0)  # (K,) best transition into each tag
+        into = (transitions - into_max).exp()  # (K, K) [prev, cur], each column's largest entry 1
+        out_max = transitions.amax(dim=1)  # (K,) best transition out of each tag
+        out = (transitions - out_max.unsqueeze(1)).exp().T.contiguous()  # (K, K) [nxt, cur], each column's max 1
 
         def ahead(alpha: Tensor, inputs: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
             emission, real, first = inputs
-            # alpha[b, prev, None] + transitions[prev, cur], summed over prev
-            nxt = torch.logsumexp(alpha.unsqueeze(2) + transitions, dim=1) + emission
+            peak = alpha.amax(dim=1, keepdim=True)  # (B, 1)
+            # log sum over prev of exp(alpha[b, prev] + transitions[prev, cur])
+            nxt = torch.log(torch.matmul((alpha - peak).exp(), into)) + peak + into_max + emission  # (B, K)
             alpha = torch.where(first, start + emission, torch.where(real, nxt, alpha))
             return alpha, alpha.clone()
 
@@ -314,8 +326,10 @@ class TaggerGraph(nn.Module):
 
         def behind(beta: Tensor, inputs: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
             emission, real = inputs  # of the next token
-            # transitions[cur, nxt] + emission[b, None, nxt] + beta[b, None, nxt], summed over nxt
-            nxt = torch.logsumexp(transitions + (emission + beta).unsqueeze(1), dim=2)
+            onward = emission + beta  # (B, K)
+            peak = onward.amax(dim=1, keepdim=True)  # (B, 1)
+            # log sum over nxt of exp(transitions[cur, nxt] + emission[b, nxt] + beta[b, nxt])
+            nxt = torch.log(torch.matmul((onward - peak).exp(), out)) + peak + out_max  # (B, K)
             # Before a masked step (or the end) the token is the last real one: its beta is the end score.
             beta = torch.where(real, nxt, end)
             return beta, beta.clone()
