@@ -281,3 +281,36 @@ def test_a_trial_behind_the_others_is_pruned_after_its_first_epoch(tmp_path: Pat
     assert trial.user_attrs["pruned"].startswith("pruned after validation 1: val/f1 ")
     assert Path(trial.user_attrs["checkpoint"]).is_file()  # the fit ended normally: its checkpoints are written
     assert "5      pruned" in capsys.readouterr().out
+
+
+def test_failed_trials_are_replaced_three_in_a_row_stop_and_input_errors_stop_at_once(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import seqtag.commands.tune as tune
+
+    outcomes = iter(["fail", "score", "fail", "fail", "fail", "input"])
+
+    def fake_fit(args: list[str]) -> None:  # a fit that fails, or reports one validation score as TrialPruning does
+        outcome = next(outcomes)
+        if outcome == "fail":
+            raise RuntimeError("CUDA out of memory")
+        if outcome == "input":
+            raise SeqtagInputError("train.conll:3: expected 2 columns, got 1")
+        callback = TrialPruning(**json.loads(args[-1].split("=", 1)[1])["init_args"])
+        callback.setup(_trainer(0.5), None, "fit")
+        callback.on_validation_end(_trainer(0.5), None)
+
+    monkeypatch.setattr(tune, "run_fit", fake_fit)
+    space = write(tmp_path / "space.yaml", "model.dropout: {type: float, low: 0.1, high: 0.5}\n")
+    args = ["tune", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--search", str(space)]
+    args += ["--study_name", "f", "--output", str(tmp_path / "tune"), "--trials"]
+    assert main([*args, "1"]) == 0  # trial 0 fails, trial 1 takes its place
+    storage = storage_url(str(tmp_path / "tune" / "f.db"))
+    assert [t.state.name for t in optuna.load_study(study_name="f", storage=storage).trials] == ["FAIL", "COMPLETE"]
+    assert main([*args, "3"]) == 0  # a failure every trial meets: three in a row stop the call
+    assert "f: 3 trials failed in a row; stopping" in capsys.readouterr().err
+    assert len(optuna.load_study(study_name="f", storage=storage).trials) == 5
+    assert main([*args, "3"]) == 2  # an input error: every trial would meet it, the study stops at once
+    err = capsys.readouterr().err
+    assert err.endswith("seqtag: error: train.conll:3: expected 2 columns, got 1\n") and "Traceback" not in err
+    assert optuna.load_study(study_name="f", storage=storage).trials[-1].state.name == "FAIL"

@@ -19,10 +19,12 @@ import gc
 import importlib
 import io
 import json
+import logging
 import shlex
 import signal
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,8 @@ from seqtag.tuning import (
     storage_url,
     trials_table,
 )
+
+MAX_FAILURES_IN_A_ROW = 3
 
 
 class TrialFailed(Exception):
@@ -133,6 +137,22 @@ def _one_device(devices: Any) -> bool:
     if text.endswith(","):
         return len([d for d in text.split(",") if d.strip()]) == 1
     return text == "1"
+
+
+class _DropRecords(logging.Filter):
+    """Drops a logger's records while ``when()`` is true (Optuna's note of a trial that stopped the study, which the
+    command reports itself)."""
+
+    def __init__(self, logger: logging.Logger, when: Callable[[], bool]) -> None:
+        super().__init__()
+        self.logger, self.when = logger, when
+        logger.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.when()
+
+    def close(self) -> None:
+        self.logger.removeFilter(self)
 
 
 class Tuner:
@@ -242,7 +262,11 @@ class Tuner:
         return [*args, f"--trainer.callbacks+={json.dumps(callback)}"]
 
     def objective(self, trial: optuna.Trial) -> float:
-        """Trains trial ``trial`` and returns its best validation score."""
+        """Trains trial ``trial`` and returns its best validation score.
+
+        A failure of these values raises :class:`TrialFailed` (the next trial runs). An input error or Ctrl-C stops
+        the study: the trial returns NaN, which Optuna records as failed without a traceback, and :meth:`run` then
+        reports the reason."""
         mark_owner(trial)
         values = self.space.sample(trial)
         args = self.trial_arguments(trial.number, values)
@@ -252,14 +276,16 @@ class Tuner:
         interrupt = signal.getsignal(signal.SIGINT)
         try:
             run_fit(args)
-        except (SeqtagInputError, KeyboardInterrupt) as err:
-            if isinstance(err, NonFiniteLossError):
-                raise TrialFailed(f"trial {trial.number}: {err}") from err
-            raise
+        except NonFiniteLossError as err:  # a learning rate too high for these values
+            raise TrialFailed(f"trial {trial.number}: {err}") from err
+        except SeqtagInputError as err:
+            return self._stop(err)
+        except KeyboardInterrupt as err:
+            return self._stop(err)
         except SystemExit as exit:
             if exit.code == 2:  # the CLI rejected an argument, after printing why
-                raise SeqtagInputError(f"trial {trial.number}: seqtag fit rejected the options {drawn}") from None
-            raise KeyboardInterrupt from exit  # Lightning's graceful stop on Ctrl-C ends in sys.exit(1)
+                return self._stop(SeqtagInputError(f"trial {trial.number}: seqtag fit rejected the options {drawn}"))
+            return self._stop(KeyboardInterrupt())  # Lightning's graceful stop on Ctrl-C ends in sys.exit(1)
         except Exception as err:  # a failure of these values (memory, a bug they reach): the next trial runs
             raise TrialFailed(f"trial {trial.number}: {type(err).__name__}: {err}") from err
         finally:
@@ -272,11 +298,19 @@ class Tuner:
             raise optuna.TrialPruned(frozen.user_attrs["pruned"])
         score = best_score(frozen, self.direction)
         if score is None:
-            raise SeqtagInputError(
-                f"trial {trial.number} reported no validation score: the fit needs validation data (data.validation "
-                "or data.validation_from_train) and validation runs (trainer.limit_val_batches)"
+            return self._stop(
+                SeqtagInputError(
+                    f"trial {trial.number} reported no validation score: the fit needs validation data "
+                    "(data.validation or data.validation_from_train) and validation runs (trainer.limit_val_batches)"
+                )
             )
         return score
+
+    def _stop(self, reason: BaseException) -> float:
+        """Stops the study after this trial, recorded as failed, for ``reason`` (raised or reported by run)."""
+        self.stop_reason = reason
+        self.study.stop()
+        return float("nan")
 
     def _record_checkpoint(self, trial: optuna.Trial) -> None:
         found = sorted((self.output / self.name / f"trial{trial.number}").glob("**/checkpoints/best.ckpt"))
@@ -298,6 +332,11 @@ class Tuner:
         summary = f" (best: trial {best.number}, {best.value:.4f})" if best is not None else ""
         print(f"=== {self.name} trial {trial.number} {trial.state.name.lower()}{score}{summary}", flush=True)
         self.write_best(study)
+        # A failed trial is replaced, but a failure that every trial meets must not loop: 3 in a row stop the call.
+        self.failures = self.failures + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
+        if self.failures >= MAX_FAILURES_IN_A_ROW:
+            print(f"{self.name}: {self.failures} trials failed in a row; stopping", file=sys.stderr)
+            study.stop()
 
     @staticmethod
     def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -335,26 +374,33 @@ class Tuner:
         self.study = study = self._open_study()
         for number in fail_dead_trials(study):
             print(f"{self.name}: trial {number} was stopped with its process: marked failed", flush=True)
-        remaining = self.options.trials - counted(study)
+        self.failures, self.stop_reason = 0, None
         print(f"{self.name}: {counted(study)} of {self.options.trials} trials done ({self.storage})", flush=True)
         status = 0
-        if remaining > 0:
+        if counted(study) < self.options.trials:
             optuna.logging.set_verbosity(optuna.logging.WARNING)  # the trials' own lines say how each went
-            # Other workers on the same storage count too: stop once the study has its trials.
+            # Until the study holds its trials, counting other workers' on the same storage (or after --timeout).
             limit = optuna.study.MaxTrialsCallback(self.options.trials, states=COUNTED_STATES)
+            quiet = _DropRecords(logging.getLogger("optuna.study._optimize"), lambda: self.stop_reason is not None)
             try:
                 study.optimize(
                     self.objective,
-                    n_trials=remaining,
+                    n_trials=None,
                     timeout=self.options.timeout,
                     catch=(TrialFailed,),
                     callbacks=[limit, self.after_trial],
                     gc_after_trial=False,  # done by the objective, which also frees GPU memory
                 )
-            except KeyboardInterrupt:
-                print(f"\n{self.name}: interrupted; the same command continues the study", file=sys.stderr)
-                status = 130
+            except KeyboardInterrupt as err:
+                self.stop_reason = err
+            finally:
+                quiet.close()
         print(f"\n{trials_table(study, self.space)}")
+        if isinstance(self.stop_reason, SeqtagInputError):
+            raise self.stop_reason
+        if isinstance(self.stop_reason, KeyboardInterrupt):
+            print(f"{self.name}: interrupted; the same command continues the study", file=sys.stderr)
+            status = 130
         best = self.write_best(study)
         if best is None:
             print(f"{self.name}: no trial completed", file=sys.stderr)
