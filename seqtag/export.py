@@ -415,6 +415,9 @@ def export_graph(tagger: Any, output: str | Path) -> Path:
             external_data=False,
             verbose=False,
         )
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+    RemoveUnusedNodesPass()(program.model)  # and a constant the optimizer left unused, which onnxruntime warns about
     program.save(str(output), external_data=False)
     return output
 

@@ -11,19 +11,20 @@ and the CRF's forward-backward scores, and span confidences and marginals comput
     tagger = OnnxTagger("tagger.onnx")
     tagger.predict("Angela Merkel visited Paris.")   # [{"tokens": [...], "tags": [...], "spans": [...]}]
 
-The graph alone, ids in and tag ids out (``lengths`` counts each sentence's tokens; padding is 0)::
+The graph alone, ids in and tag ids out (``OnnxTagger.encode`` makes the ids as ``seqtag`` does; docs/export.md
+says what they are)::
 
     import numpy as np
     import onnxruntime as ort
 
+    tagger = OnnxTagger("tagger.onnx")
+    ids = tagger.encode([["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]])
+    # word_ids, casing_ids (B, T), char_ids (B, T, C), lengths (B,): int64, padded with 0
     session = ort.InferenceSession("tagger.onnx")
-    word_ids = np.array([[5, 1, 4], [7, 2, 0]])  # (B, T) ids from tagger.vocab.json (Vocab.word_id)
-    char_ids = np.ones((2, 3, 4), dtype=np.int64)  # (B, T, C) character ids, 0 after each token's last character
-    casing_ids = np.array([[5, 3, 3], [4, 3, 0]])  # (B, T) seqtag.data.vocab.casing of each token
-    lengths = np.array([3, 2])  # (B,)
-    feed = {"word_ids": word_ids, "char_ids": char_ids, "casing_ids": casing_ids, "lengths": lengths}
-    feed["forward_backward"] = np.array(False)  # CRF graphs only: True also fills log_alpha, log_beta, log_z
-    tag_ids = session.run(["tag_ids"], feed)[0]  # (B, T) label ids, 0 at padding; labels in tagger.vocab.json
+    ids["forward_backward"] = np.array(False)  # CRF graphs: True also gives log_alpha, log_beta, log_z
+    tag_ids = session.run(["tag_ids"], ids)[0]  # (B, T) label ids, 0 at padding
+    [[tagger.labels[i] for i in row[:n]] for row, n in zip(tag_ids, ids["lengths"])]
+    # [['S-ORG', 'O', 'S-MISC', 'O'], ['B-PER', 'E-PER']]: the training scheme's labels
 
 Numbers: the graph's emissions differ from torch's by float32 rounding (about 1e-7 relative), so the tags are the
 same but for exact near-ties, and confidences and marginals agree to about 1e-5.
