@@ -4,7 +4,8 @@
 
 The checkpoint is exported to a temporary folder (or ``--onnx`` names an export of it). The file's sentences are
 sorted by length and cut into batches of ``--batch_size``; both sides get the same id tensors
-(``TaggingDataModule``'s collate). Measured, best of ``--repeats`` runs each (other processes share the machine):
+(``TaggingDataModule``'s collate). Measured, best of ``--repeats`` runs each (the two sides take turns, as other
+processes may share the machine):
 
 1. tag ids: ``Tagger.forward`` + ``Tagger.decode`` (Viterbi) against the graph's ``tag_ids`` (forward-backward off);
 2. records: tokens to tags in the data's scheme plus spans with their confidence, ``Tagger.predict``'s path
@@ -38,15 +39,17 @@ from seqtag.tagging import DecodeOptions
 INPUTS = ("word_ids", "char_ids", "casing_ids", "lengths")
 
 
-def best_time(run, repeats: int) -> tuple[float, object]:
-    """The shortest of ``repeats`` timed runs after one warm-up run, and the last run's result."""
-    result = run()
-    times = []
+def best_times(runs: list, repeats: int) -> tuple[list[float], list]:
+    """The shortest of ``repeats`` timed runs of each function, after one warm-up run each, and their last results.
+    The functions take turns, so that a busy spell of the machine slows both sides alike."""
+    results = [run() for run in runs]
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        for k, run in enumerate(runs):
+            start = time.perf_counter()
+            results[k] = run()
+            times[k].append(time.perf_counter() - start)
+    return [min(t) for t in times], results
 
 
 def cpu_name() -> str:
@@ -62,7 +65,7 @@ def main() -> None:
     parser.add_argument("data", help="a CoNLL file (its tokens are tagged)")
     parser.add_argument("--onnx", default=None, help="an export of the checkpoint. Default: exported here")
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -113,8 +116,7 @@ def main() -> None:
         "onnxruntime": onnxruntime.__version__,
         "date": datetime.date.today().isoformat(),
     }
-    seconds_torch, tags_torch = best_time(torch_tags, args.repeats)
-    seconds_onnx, tags_onnx = best_time(onnx_tags, args.repeats)
+    (seconds_torch, seconds_onnx), (tags_torch, tags_onnx) = best_times([torch_tags, onnx_tags], args.repeats)
     same_rows = sum(int((a == b).all(axis=1).sum()) for a, b in zip(tags_torch, tags_onnx))
     same_tokens = sum(
         int(((a == b) & (np.arange(a.shape[1]) < batch["lengths"].numpy()[:, None])).sum())
@@ -126,8 +128,9 @@ def main() -> None:
         "same_sentences": same_rows,
         "same_tokens": same_tokens,
     }
-    seconds_torch, records_torch = best_time(torch_records, args.repeats)
-    seconds_onnx, records_onnx = best_time(onnx_records, args.repeats)
+    (seconds_torch, seconds_onnx), (records_torch, records_onnx) = best_times(
+        [torch_records, onnx_records], args.repeats
+    )
     spans_torch = {(i, s[:3]): s[3] for i, r in enumerate(records_torch) for s in r["spans"]}
     spans_onnx = {(i, s[:3]): s[3] for i, r in enumerate(records_onnx) for s in r["spans"]}
     shared = spans_torch.keys() & spans_onnx.keys()
