@@ -32,7 +32,7 @@ import lightning as L
 import optuna
 import yaml
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from optuna.trial import TrialState
 
 from seqtag.errors import SeqtagInputError
@@ -290,12 +290,17 @@ class TrialPruning(Callback):
         if stage != "fit" or self._trial is not None:
             return
         storage = open_storage(self.storage, heartbeat=False)
-        study = optuna.load_study(
-            study_name=self.study_name, storage=storage, pruner=make_pruner(self.pruner, self.max_epochs)
-        )
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(self.study_name), self.trial_number
-        )
+        pruner = make_pruner(self.pruner, self.max_epochs)
+        try:
+            study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=pruner)
+            study_id = storage.get_study_id_from_name(self.study_name)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
+        except KeyError:
+            trial_id = None
+        if trial_id is None or storage.get_trial(trial_id).state.is_finished():
+            # A trial's saved config.yaml run again: the fit is a plain fit, the finished trial stays as it was.
+            rank_zero_warn(f"trial {self.trial_number} of the study {self.study_name} is not running: not reported")
+            return
         self._trial = optuna.trial.Trial(study, trial_id)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

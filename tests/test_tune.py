@@ -151,6 +151,15 @@ def test_pruning_callback_reports_and_stops_a_trial_behind_the_others(tmp_path: 
         assert frozen.intermediate_values == {0: pytest.approx(score)}  # once: the sanity check is not reported
         assert frozen.user_attrs["monitor"] == "val/f1"
         assert frozen.user_attrs.get("pruned") == ("pruned after validation 1: val/f1 0.1000" if pruned else None)
+    # A trial's config.yaml run again: its finished trial (or a study gone) is left as it is, the fit goes on.
+    for name, number in (("s", 0), ("gone", 0)):
+        callback = TrialPruning(url, name, number)
+        with pytest.warns(UserWarning, match=f"trial 0 of the study {name} is not running: not reported"):
+            callback.setup(_trainer(0.1), None, "fit")
+        trainer = _trainer(0.1)
+        callback.on_validation_end(trainer, None)
+        assert not trainer.should_stop
+    assert study.trials[0].intermediate_values == {0: 0.8}
 
 
 def test_a_trial_whose_process_died_is_marked_failed_and_not_counted(tmp_path: Path) -> None:
