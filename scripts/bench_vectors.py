@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 # Run in a fresh process per measurement: imports first, then the resident memory before the load, the load, its
-# time and the peak resident memory (Linux: VmHWM, reset after the imports).
+# time and the peak resident memory (Linux: VmHWM, reset after the imports), and the peak of its anonymous part
+# (the heap: what is not pages of a memory-mapped file, which the kernel can drop and read again).
 CHILD = """
-import json, sys, time
+import json, sys, threading, time
 import numpy as np
 from seqtag.data import fasttext_model, vectors
 def status(field):
@@ -44,13 +45,21 @@ args = json.loads(sys.argv[1])
 wanted = args.get("wanted") and open(args["wanted"], encoding="utf-8").read().split("\\n")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # resets the peak resident memory (VmHWM): the imports' peak does not count
-before, mapped_before = status("VmRSS"), status("RssFile")
+before, heap_before = status("VmRSS"), status("RssAnon")
+heap_peak, done = [heap_before], threading.Event()
+def sample():  # the kernel keeps no peak of anonymous memory alone: sample it
+    while not done.wait(0.005):
+        heap_peak.append(max(heap_peak.pop(), status("RssAnon")))
+sampler = threading.Thread(target=sample)
+sampler.start()
 start = time.perf_counter()
 {load}
 seconds = time.perf_counter() - start
+done.set()
+sampler.join()
+heap = max(heap_peak[0], status("RssAnon")) - heap_before
 peak = status("VmHWM")
-mapped = status("RssFile") - mapped_before  # resident pages of memory-mapped files (the vectors file) at the end
-print(json.dumps({{"seconds": seconds, "peak_mib": peak, "added_mib": peak - before, "mapped_mib": mapped, "n": n}}))
+print(json.dumps({{"seconds": seconds, "peak_mib": peak, "added_mib": peak - before, "heap_mib": heap, "n": n}}))
 """
 LOADS = {
     "training words": "v, dim = vectors.load_vectors_cached(args['path'], wanted); n = len(v)",
@@ -181,12 +190,11 @@ def write_synthetic_fasttext(path: Path, words: int, dim: int = 16, seed: int = 
 
 def row(name: str, path: Path, load: str, result: dict) -> str:
     if "error" in result:
-        return f"| {name} | | {load} | error: {result['error']} | | |"
+        return f"| {name} | | {load} | error: {result['error']} | | | |"
     size = path.stat().st_size / 2**20
-    mapped = f", {result['mapped_mib']:,.0f} of it mapped" if result["mapped_mib"] >= 1 else ""
     return (
-        f"| {name} | {size:,.0f} MB | {load} | {result['n']:,} | {result['seconds']:.2f} s | "
-        f"{result['peak_mib']:,.0f} MiB (+{result['added_mib']:,.0f}{mapped}) |"
+        f"| {name} | {size:,.0f} MiB | {load} | {result['n']:,} | {result['seconds']:.2f} s | "
+        f"{result['added_mib']:,.0f} MiB | {result['heap_mib']:,.0f} MiB |"
     )
 
 
@@ -207,8 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     train_words = conll_words(options.train)
     wanted.write_text("\n".join(train_words), encoding="utf-8")
     lines = [
-        "| file | size | load | vectors | seconds | peak RSS (+ added by the load, of which pages of the file) |",
-        "|---|---|---|---|---|---|",
+        "| file | size | load | vectors | seconds | peak RSS added | peak heap added |",
+        "|---|---|---|---|---|---|---|",
     ]
     try:
         files = write_formats(options.glove, work)
@@ -241,9 +249,9 @@ def main(argv: list[str] | None = None) -> None:
             synthetic = work / "synthetic.bin"
             write_synthetic_fasttext(synthetic, options.synthetic_words)
             name = f"synthetic fastText .bin ({options.synthetic_words:,} words, dim 16)"
-            lines.append(
-                row(name, synthetic, "open .bin (our reader)", measure("open .bin (our reader)", synthetic, work))
-            )
+            for load in ("open .bin (our reader)", "table"):
+                result = measure(load, synthetic, work / "cache-synthetic", keep=options.keep)
+                lines.append(row(name, synthetic, load, result))
     finally:
         if options.work is None:
             shutil.rmtree(work, ignore_errors=True)
