@@ -80,7 +80,7 @@ class ChunkOrderedWriter:
                     return
                 self._next, self._end = self._chunks.pop(self.chunk)
                 self._chunk_bytes = 0
-            while self._next in self._pending:
+            while self._next < self._end and self._next in self._pending:
                 data = self._pending.pop(self._next)
                 self.file.write(data)
                 self._chunk_bytes += len(data)

@@ -16,7 +16,7 @@ from seqtag.cli import main
 from seqtag.data.datamodule import TaggingDataModule
 from seqtag.data.sampler import document_batches
 from seqtag.data.streaming import chunks
-from seqtag.errors import DataFormatError
+from seqtag.errors import DataFormatError, SeqtagInputError
 from seqtag.ordered_output import ChunkOrderedWriter, merge_parts
 from tests.conftest import write
 from tests.test_cli import QUICKSTART, seqtag
@@ -42,16 +42,19 @@ def test_chunks_cut_at_size_or_where_document_batches_are_cut_anyway():
 
 
 def _write_share(path: Path, first: int, step: int, sizes: list[int], texts: list[str], rng: random.Random):
-    """Writes chunks first, first + step, ... of ``texts`` (chunk sizes ``sizes``) in shuffled batches."""
+    """Writes chunks first, first + step, ... of ``texts`` (chunk sizes ``sizes``) in batches of 1-2 sentences that
+    come in any order within a chunk and interleaved across chunks (as DataLoader workers deliver them)."""
     starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    batches = []
+    for k in range(first, len(sizes), step):
+        positions = list(range(starts[k], starts[k] + sizes[k]))
+        rng.shuffle(positions)
+        batches += [(k, positions[i : i + 2]) for i in range(0, len(positions), 2)]
+    rng.shuffle(batches)
     with open(path, "wb") as f:
         writer = ChunkOrderedWriter(f, first, step)
-        for k in range(first, len(sizes), step):
-            positions = list(range(starts[k], starts[k] + sizes[k]))
-            rng.shuffle(positions)
-            while positions:
-                batch, positions = positions[:2], positions[2:]
-                writer.add(k, starts[k], sizes[k], [(i, texts[i]) for i in batch])
+        for k, batch in batches:
+            writer.add(k, starts[k], sizes[k], [(i, texts[i]) for i in batch])
         assert writer.pending == 0
         return writer.finish()
 
@@ -155,8 +158,9 @@ def same_up_to_float_rounding(a, b) -> bool:
         ("text", "out.jsonl", ["--n_best", "3", "--marginals", "true", "--data.eval_batch_size", "1"], True),
         ("conll", "out.jsonl", ["--n_best", "2", "--marginals", "true"], False),
         ("text", "out.conll", ["--data.batch_by_document", "true", "--data.eval_batch_size", "3"], True),
+        ("conll", "out.conll", ["--data.num_workers", "2"], True),  # chunks 0, 2, 4... and 1, 3, 5... interleaved
     ],
-    ids=["text", "conll_gold", "text_jsonl_nbest_marginals", "conll_gold_jsonl_nbest", "text_documents"],
+    ids=["text", "conll_gold", "text_jsonl_nbest_marginals", "conll_gold_jsonl_nbest", "text_documents", "workers"],
 )
 def test_chunks_of_7_write_what_one_chunk_writes(checkpoint, inputs, tmp_path, source, output, extra, exact):
     whole = predict(checkpoint, inputs[source], tmp_path / "whole" / output, WHOLE, *extra)
@@ -180,14 +184,18 @@ def test_chunks_of_7_write_what_one_chunk_writes(checkpoint, inputs, tmp_path, s
         assert {len(line.split()) for b in blocks for line in b} == ({3} if source == "conll" else {2})
 
 
-def test_a_bad_line_after_the_first_chunk_leaves_no_output(checkpoint, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_line_after_the_first_chunk_leaves_no_output(checkpoint, tmp_path, workers):
     good = "EU rejects German call .\nPeter lives in Paris\n" * 10
     source = tmp_path / "bad.txt"
     source.write_bytes(good.encode() + b"caf\xe9\n" + good.encode())  # not UTF-8 at line 21, in the third chunk
     output = tmp_path / "out" / "bad.conll"
-    with pytest.raises(DataFormatError, match=r"bad\.txt:21: bytes that are not utf-8"):
+    # In a DataLoader worker the error is raised again in the main process: the same message, not a traceback.
+    with pytest.raises(DataFormatError if workers == 0 else SeqtagInputError) as raised:
         main(["predict", "--debug", "--ckpt_path", str(checkpoint), "--data.predict", str(source),
-              "--predict_output", str(output), "--data.predict_chunk_size", "7", *COMMON])  # fmt: skip
+              "--predict_output", str(output), "--data.predict_chunk_size", "7", "--data.num_workers", str(workers),
+              *COMMON])  # fmt: skip
+    assert str(raised.value).startswith(f"{source}:21: bytes that are not utf-8 at byte offset 463 of the file")
     assert not output.parent.exists() or list(output.parent.iterdir()) == []
 
 

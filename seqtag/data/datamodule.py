@@ -672,6 +672,12 @@ class TaggingDataModule(L.LightningDataModule):
         # batch_size=None: the stream yields whole batches; each worker reads the input and packs its own chunks.
         return DataLoader(stream, batch_size=None, collate_fn=passthrough, num_workers=hp.num_workers)
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        from seqtag.data.streaming import raise_stream_error
+
+        raise_stream_error(batch)  # bad input met by a DataLoader worker streaming the data to tag
+        return batch
+
     # ------------------------------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
         return {"vocab": self.vocab.to_dict()}
