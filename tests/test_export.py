@@ -182,6 +182,19 @@ def test_the_runner_needs_neither_torch_nor_lightning(exported, tmp_path):
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
 
 
+def test_benchmark_script_compares_both_sides(exported, tmp_path):
+    _, checkpoint, graph = exported
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_onnx.py"
+    figures = tmp_path / "bench.json"
+    command = [sys.executable, script, checkpoint, QUICKSTART / "dev.conll", "--onnx", graph, "--repeats", "1"]
+    result = subprocess.run([*map(str, command), "--json", str(figures)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(figures.read_text())
+    assert found["tag_ids"]["same_sentences"] == found["sentences"] > 0
+    assert found["records"]["same_tags"] == found["sentences"]
+    assert found["tag_ids"]["onnx_sentences_per_s"] > 0 and found["records"]["max_confidence_difference"] < 1e-4
+
+
 @pytest.mark.parametrize(
     "options",
     [
