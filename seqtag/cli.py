@@ -7,8 +7,10 @@ and ``lm`` (the character language model, :mod:`seqtag.commands.lm`).
     seqtag predict --config configs/conll2003.yaml --ckpt_path <best.ckpt> --data.predict sentences.txt
     seqtag score predictions.conll
     seqtag lm fit --config configs/charlm.yaml
+    seqtag export --ckpt_path <best.ckpt> --output tagger.onnx       # then: seqtag predict --onnx tagger.onnx ...
 
-Each command is imported only when it runs: ``seqtag --help`` and ``seqtag score`` start without torch or Lightning.
+Each command is imported only when it runs: ``seqtag --help`` and ``seqtag score`` start without torch or Lightning,
+and ``seqtag predict --onnx`` (:mod:`seqtag.onnx_runner`) tags without them.
 Bad input ends with one paragraph naming the file and line and exit status 2; ``--debug`` (or ``SEQTAG_DEBUG=1``)
 shows the traceback instead.
 """
