@@ -170,7 +170,7 @@ def save_checkpoint_dict(
     if VOCAB_KEY not in checkpoint or "hyper_parameters" not in checkpoint:
         raise SeqtagInputError("not a seqtag tagger checkpoint: no vocabulary or hyperparameters")
     # State a model keeps beside its weights that this layout does not carry: a folder without it would not load.
-    known = (VOCAB_KEY, PRETRAINED_KEY, CHAR_LM_KEY)
+    known = (VOCAB_KEY, PRETRAINED_KEY, CHAR_LM_KEY, TRANSFORMER_KEY)  # the last two go into the model's options
     unknown = sorted(k for k in checkpoint if k.startswith("seqtag_") and k not in known)
     if unknown:
         raise SeqtagInputError(f"the checkpoint holds {unknown}, which a model folder (format {FORMAT_VERSION}) lacks")

@@ -78,7 +78,8 @@ class Tagger(L.LightningModule):
             (:class:`~seqtag.modules.transformer.TransformerEmbedder`; with ``word_dim: 0`` it replaces the word
             vectors). A checkpoint keeps its config, tokenizer and weights: evaluation and tagging need neither the
             folder nor the Hub. Default: None
-        transformer_pooling: a word's vector from its subwords': ``first`` or ``mean``. Default: ``first``
+        transformer_pooling: a word's vector from its subwords': ``mean`` or ``first`` (see docs/transformer.md for
+            why ``mean``). Default: ``mean``
         transformer_layers: ``all`` (a learned scalar mix of every hidden state), ``last`` (the encoder's output),
             or layer numbers such as ``-1,-2,-3,-4`` (several are mixed). Default: ``all``
         transformer_finetune: train the encoder with the tagger (at ``transformer_lr``) instead of keeping it
@@ -135,7 +136,7 @@ class Tagger(L.LightningModule):
         char_lm_backward: str | dict[str, Any] | None = None,
         char_lm_finetune: bool = False,
         transformer: str | dict[str, Any] | None = None,
-        transformer_pooling: Literal["first", "mean"] = "first",
+        transformer_pooling: Literal["first", "mean"] = "mean",
         transformer_layers: str | int = "all",
         transformer_finetune: bool = False,
         transformer_lr: float = 3e-5,

@@ -4,8 +4,9 @@ The words of each sentence (the batch's ``token_codes``: their text, not vocabul
 encoder's subwords by its fast tokenizer (``is_split_into_words=True``; ``word_ids()`` maps subwords back to words),
 the encoder reads them, and each word gets one vector:
 
-- **pooling**: the vector of its first subword (``first``, as Devlin et al. 2019 tag with BERT) or the mean of its
-  subwords' vectors (``mean``);
+- **pooling**: the mean of its subwords' vectors (``mean``) or the vector of its first subword (``first``, as
+  Devlin et al. 2019 tag with a fine-tuned BERT). A frozen encoder was never trained to gather a word in its first
+  subword: on CoNLL-2003 ``mean`` scored higher (docs/transformer.md);
 - **layers**: one hidden layer, or a scalar mix of several, ``gamma * sum_j softmax(s)_j h_j`` with learned ``s`` and
   ``gamma`` (Peters et al. 2018): different layers hold different information, and which ones a task needs is
   learned instead of guessed;
@@ -174,7 +175,7 @@ class TransformerEmbedder(nn.Module):
 
     Args:
         source: a model folder or Hub name, or the spec a tagger checkpoint keeps (:meth:`spec`).
-        pooling: ``first`` (the word's first subword) or ``mean`` (the mean of its subwords). Default: ``first``
+        pooling: ``mean`` (the mean of its subwords) or ``first`` (the word's first subword). Default: ``mean``
         layers: ``all`` (a scalar mix of every hidden state), ``last`` (the encoder's output) or layer numbers such
             as ``-1,-2,-3,-4`` (one: that layer; several: their scalar mix). Default: ``all``
         finetune: train the encoder with the tagger; otherwise it stays frozen, in eval mode. Default: False
@@ -195,7 +196,7 @@ class TransformerEmbedder(nn.Module):
     def __init__(
         self,
         source: str | dict[str, Any],
-        pooling: str = "first",
+        pooling: str = "mean",
         layers: str | int = "all",
         finetune: bool = False,
         max_length: int | None = None,
@@ -218,6 +219,10 @@ class TransformerEmbedder(nn.Module):
         if max_length is None:
             limit = getattr(self.tokenizer, "model_max_length", None)
             positions = getattr(config, "max_position_embeddings", None)
+            # RoBERTa and its kin number positions from padding_idx + 1: 514 position embeddings read 512 subwords.
+            padding = getattr(getattr(self.encoder, "embeddings", None), "padding_idx", None)
+            if positions and isinstance(padding, int):
+                positions -= padding + 1
             if limit is None or limit > 1_000_000:  # no limit recorded: transformers' huge sentinel
                 limit = positions or 512
             max_length = min(limit, positions) if positions else limit

@@ -141,6 +141,41 @@ def test_a_long_sentence_is_read_in_windows_each_word_from_its_most_central_one(
     torch.testing.assert_close(both[0], out, atol=1e-5, rtol=1e-5)
 
 
+def test_a_roberta_style_encoder_reads_pre_split_words_within_its_positions(tmp_path):
+    """Byte-level BPE reads pre-split words only with a prefix space, and RoBERTa numbers positions from
+    padding_idx + 1: 20 position embeddings read 18 subwords, 16 of a sentence besides <s> and </s>."""
+    tokenizers = pytest.importorskip("tokenizers")
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    text = ["EU rejects German call to boycott British lamb .", "Peter Blackburn"] * 20
+    bpe.train_from_iterator(text, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(tmp_path))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RobertaTokenizer"}))
+    torch.manual_seed(0)
+    config = transformers.RobertaConfig(
+        vocab_size=300, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=20, pad_token_id=1,
+    )  # fmt: skip
+    transformers.RobertaModel(config).save_pretrained(tmp_path)
+    embedder = TransformerEmbedder(str(tmp_path)).eval()
+    assert embedder.tokenizer.add_prefix_space and embedder.window == 16
+    words = "EU rejects German call to boycott British lamb .".split() * 3
+    assert (
+        len(embedder.subwords([words])[0]) == len(words) and len(embedder.windows(embedder.subwords([words])[0])[0]) > 1
+    )
+    out = embed(embedder, [words, words[:3]])
+    states, positions = by_hand(embedder, words[:3])
+    for t, subwords in enumerate(positions):
+        torch.testing.assert_close(out[1, t], states_mix(embedder, states)[0, subwords].mean(0), atol=1e-5, rtol=1e-5)
+    rebuilt = TransformerEmbedder(embedder.spec()).eval()  # from the config and tokenizer files alone
+    rebuilt.load_state_dict(embedder.state_dict())
+    assert rebuilt.tokenizer.add_prefix_space and torch.equal(embed(rebuilt, [words, words[:3]]), out)
+
+
+def states_mix(embedder, states):
+    """The default scalar mix at its start: the mean of all hidden states."""
+    return sum(states) / len(states)
+
+
 def test_scalar_mix_learns_while_the_frozen_encoder_does_not(tiny_bert):
     frozen = TransformerEmbedder(str(tiny_bert)).train()
     assert not frozen.encoder.training  # no dropout in a frozen encoder
@@ -203,7 +238,7 @@ def test_fit_save_load_and_tag_without_the_encoder_folder(tmp_path):
         "--config", ROOT / "configs" / "quickstart.yaml", "--data.train", train, "--data.validation", dev,
         "--data.test", dev, "--data.cache_dir", tmp_path / "cache", "--trainer.logger=false",
         "--trainer.enable_progress_bar=false", "--trainer.max_epochs=1", f"--trainer.default_root_dir={tmp_path}/runs",
-        "--model.transformer", folder, "--model.transformer_pooling=mean", "--model.transformer_finetune=true",
+        "--model.transformer", folder, "--model.transformer_pooling=first", "--model.transformer_finetune=true",
     ]  # fmt: skip
     cli = cli_main(["fit", *map(str, args)])
     best = cli.trainer.checkpoint_callback.best_model_path
@@ -220,11 +255,15 @@ def test_fit_save_load_and_tag_without_the_encoder_folder(tmp_path):
 
     shutil.rmtree(folder)
     loaded = Tagger.load(best)
-    assert loaded.hparams.transformer_pooling == "mean" and loaded.transformer.finetune
+    assert loaded.hparams.transformer_pooling == "first" and loaded.transformer.pooling == "first"
+    assert loaded.transformer.finetune
     assert loaded.tag(sentences) == expected
     with torch.inference_mode():
         for before, batch in zip(emissions_before, batches(loaded, sentences)):
             torch.testing.assert_close(loaded(batch), before)
+
+    folder_copy = loaded.save_pretrained(tmp_path / "model_folder")  # a Hub model folder: safetensors and JSON
+    assert Tagger.from_pretrained(folder_copy).tag(sentences) == expected
 
     text = tmp_path / "news.txt"
     text.write_text("Peter Blackburn met officials in Brussels .\nThe EU rejects German calls .\n", encoding="utf-8")
