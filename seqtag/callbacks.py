@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import secrets
@@ -400,38 +399,15 @@ class PredictionWriter(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        from seqtag.records import prediction_text
+
         streamed = batch.get("sentences") if isinstance(batch, dict) else None
         if streamed is None:
             raise RuntimeError("PredictionWriter writes the streamed batches of TaggingDataModule.predict_dataloader")
         texts = []
         for row, (index, out) in zip(streamed.rows, outputs, strict=True):
-            texts.append((index, self._text(row, out)))
+            texts.append((index, prediction_text(row, out, self.format)))
         self._writer.add(streamed.chunk, streamed.chunk_start, streamed.chunk_size, texts)
-
-    def _text(self, row: dict[str, Any], out: dict[str, Any]) -> str:
-        """A sentence as written: a JSON line, or its token lines and a blank line."""
-        from seqtag.records import sentence_record, token_offsets
-
-        tags = out["tags"]
-        if self.format == "jsonl":
-            if "char_starts" in row:  # raw text: offsets into the line
-                tokens, text = list(zip(row["tokens"], row["char_starts"], row["char_ends"])), row["text"]
-            else:
-                tokens, text = token_offsets(row["tokens"]), " ".join(row["tokens"])
-            record = sentence_record(tokens, tags, out.get("spans", ()), text, out.get("n_best"), out.get("marginals"))
-            if "line" in row:
-                record = {"line": row["line"], **record}
-            if row.get("features"):
-                record["features"] = row["features"]
-            if row.get("tags"):
-                record["gold_tags"] = row["tags"]
-            return json.dumps(record, ensure_ascii=False) + "\n"
-        gold, features = row["tags"], row.get("features") or []
-        lines = []
-        for j, (token, tag) in enumerate(zip(row["tokens"], tags)):
-            inputs = [values[j] for values in features]  # the feature columns, in data.feature_columns order
-            lines.append(" ".join([token, *inputs] + ([gold[j]] if gold else []) + [tag]))
-        return "\n".join(lines) + "\n\n"
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         table = self._writer.finish()

@@ -13,6 +13,7 @@ file, or the string given to the API); every end is exclusive. Pure Python: no t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,3 +74,36 @@ def sentence_record(
     if marginals is not None:
         record["marginals"] = [{tag: round(float(p), 6) for tag, p in row.items()} for row in marginals]
     return record
+
+
+def prediction_text(row: dict[str, Any], out: dict[str, Any], format: str) -> str:
+    """A tagged sentence as ``seqtag predict`` writes it.
+
+    Args:
+        row: the sentence as read: ``tokens``, ``tags`` (gold tags, or empty), and when the input has them
+            ``features`` (F lists of T values) or, for raw text, ``line``, ``text``, ``char_starts``, ``char_ends``.
+        out: its predictions: ``tags`` (data scheme), and as asked ``spans``, ``n_best``, ``marginals``.
+        format: ``jsonl`` (its record as one JSON line, with ``line`` for raw text, ``features`` and ``gold_tags`` when
+            the input has them) or ``conll`` (a line per token: token, feature columns, gold tag when there is one,
+            predicted tag; then a blank line).
+    """
+    tags = out["tags"]
+    if format == "jsonl":
+        if "char_starts" in row:  # raw text: offsets into the line
+            tokens, text = list(zip(row["tokens"], row["char_starts"], row["char_ends"])), row["text"]
+        else:
+            tokens, text = token_offsets(row["tokens"]), " ".join(row["tokens"])
+        record = sentence_record(tokens, tags, out.get("spans", ()), text, out.get("n_best"), out.get("marginals"))
+        if "line" in row:
+            record = {"line": row["line"], **record}
+        if row.get("features"):
+            record["features"] = row["features"]
+        if row.get("tags"):
+            record["gold_tags"] = row["tags"]
+        return json.dumps(record, ensure_ascii=False) + "\n"
+    gold, features = row.get("tags") or [], row.get("features") or []
+    lines = []
+    for j, (token, tag) in enumerate(zip(row["tokens"], tags)):
+        inputs = [values[j] for values in features]  # the feature columns, in data.feature_columns order
+        lines.append(" ".join([token, *inputs] + ([gold[j]] if gold else []) + [tag]))
+    return "\n".join(lines) + "\n\n"
