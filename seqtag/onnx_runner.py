@@ -207,8 +207,7 @@ class OnnxTagger:
         Raises:
             SeqtagInputError: for ``n_best``, or features given with raw text.
         """
-        from seqtag.records import sentence_record, token_offsets
-        from seqtag.tokenize import tokenize
+        from seqtag.records import sentence_record, split_inputs
 
         if n_best:
             raise SeqtagInputError("n-best tag sequences are not in the ONNX graph: tag with the checkpoint for them")
@@ -216,17 +215,7 @@ class OnnxTagger:
             inputs = [inputs]
         if features is not None and any(isinstance(item, str) for item in inputs):
             raise SeqtagInputError("features go with token-list inputs only (raw text has no feature columns)")
-        sentences, origins, texts = [], [], []
-        for i, item in enumerate(inputs):
-            if isinstance(item, str):
-                for sentence in tokenize(item, self.tokenize_mode):
-                    sentences.append([(t.text, t.char_start, t.char_end) for t in sentence])
-                    origins.append(i)
-                    texts.append(item)
-            else:
-                sentences.append(token_offsets(list(item)))
-                origins.append(i)
-                texts.append(" ".join(item))
+        sentences, origins, texts = split_inputs(inputs, self.tokenize_mode)
         token_lists = [[t[0] for t in sentence] for sentence in sentences]
         outputs = self.decode(token_lists, batch_size, features, spans=True, marginals=marginals)
         records = []
@@ -372,33 +361,6 @@ def read_sentences(source: str, options: dict[str, Any], mode: str) -> Iterator[
     )
 
 
-def sentence_text(row: dict[str, Any], out: dict[str, Any], format: str) -> str:
-    """A tagged sentence as ``seqtag predict`` writes it: a JSON line (its record, with ``line`` for raw text,
-    ``features`` and ``gold_tags`` when the input has them), or CoNLL token lines and a blank line."""
-    from seqtag.records import sentence_record, token_offsets
-
-    tags = out["tags"]
-    if format == "jsonl":
-        if "char_starts" in row:  # raw text: offsets into the line
-            tokens, text = list(zip(row["tokens"], row["char_starts"], row["char_ends"])), row["text"]
-        else:
-            tokens, text = token_offsets(row["tokens"]), " ".join(row["tokens"])
-        record = sentence_record(tokens, tags, out.get("spans", ()), text, None, out.get("marginals"))
-        if "line" in row:
-            record = {"line": row["line"], **record}
-        if row.get("features"):
-            record["features"] = row["features"]
-        if row.get("tags"):
-            record["gold_tags"] = row["tags"]
-        return json.dumps(record, ensure_ascii=False) + "\n"
-    gold, features = row.get("tags") or [], row.get("features") or []
-    lines = [
-        " ".join([token, *(values[j] for values in features)] + ([gold[j]] if gold else []) + [tag]) + "\n"
-        for j, (token, tag) in enumerate(zip(row["tokens"], tags))
-    ]
-    return "".join(lines) + "\n"
-
-
 def _chunks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     chunk: list[dict[str, Any]] = []
     for row in rows:
@@ -444,6 +406,7 @@ def _parser() -> argparse.ArgumentParser:
 def predict_main(args: list[str]) -> int:
     """``seqtag predict --onnx tagger.onnx --data.predict FILE [--predict_output OUT]``: returns the exit status."""
     from seqtag.atomic import atomic_open
+    from seqtag.records import prediction_text
 
     parser = _parser()
     options, unknown = parser.parse_known_args(args)
@@ -484,7 +447,7 @@ def predict_main(args: list[str]) -> int:
                 spans=fmt == "jsonl",
                 marginals=options.marginals,
             )
-            file.write("".join(sentence_text(row, out, fmt) for row, out in zip(chunk, outputs)))
+            file.write("".join(prediction_text(row, out, fmt) for row, out in zip(chunk, outputs)))
             count += len(chunk)
     print(f"Predictions for {count} sentences written to {output}")
     sys.stdout.flush()

@@ -30,6 +30,31 @@ def token_offsets(tokens: Sequence[str]) -> list[tuple[str, int, int]]:
     return out
 
 
+def split_inputs(
+    inputs: str | Sequence[str | Sequence[str]], mode: str
+) -> tuple[list[list[tuple[str, int, int]]], list[int], list[str]]:
+    """The sentences of raw text or token lists, as ``Tagger.predict`` takes them: each sentence's
+    ``(text, char_start, char_end)`` tokens, the index of the input it comes from, and the text its offsets point into.
+    A string is split into sentences and tokens (:func:`seqtag.tokenize.tokenize` in ``mode``); a token list is one
+    sentence, its offsets into its tokens joined by single spaces."""
+    from seqtag.tokenize import tokenize
+
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    sentences, origins, texts = [], [], []
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            for sentence in tokenize(item, mode):
+                sentences.append([(t.text, t.char_start, t.char_end) for t in sentence])
+                origins.append(i)
+                texts.append(item)
+        else:
+            sentences.append(token_offsets(list(item)))
+            origins.append(i)
+            texts.append(" ".join(item))
+    return sentences, origins, texts
+
+
 def sentence_record(
     tokens: Sequence[TokenLike],
     tags: Sequence[str],

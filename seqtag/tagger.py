@@ -617,24 +617,12 @@ class Tagger(L.LightningModule):
         :meth:`tag`. ``documents``: for a model with ``document_memory`` or ``document_context``, the document id of
         each input (its sentences are that document's, in order). Default: all the inputs of the call are one document.
         """
-        from seqtag.records import sentence_record, token_offsets
+        from seqtag.records import sentence_record, split_inputs
         from seqtag.tagging import DecodeOptions
-        from seqtag.tokenize import tokenize
 
         if isinstance(inputs, str):
             inputs = [inputs]
-        mode = self.tokenize_mode
-        sentences, origins, texts = [], [], []
-        for i, item in enumerate(inputs):
-            if isinstance(item, str):
-                for sentence in tokenize(item, mode):
-                    sentences.append([(t.text, t.char_start, t.char_end) for t in sentence])
-                    origins.append(i)
-                    texts.append(item)
-            else:
-                sentences.append(token_offsets(list(item)))
-                origins.append(i)
-                texts.append(" ".join(item))
+        sentences, origins, texts = split_inputs(inputs, self.tokenize_mode)
         if features is not None and any(isinstance(item, str) for item in inputs):
             raise SeqtagInputError("features go with token-list inputs only (raw text has no feature columns)")
         options = DecodeOptions(spans=True, n_best=n_best, marginals=marginals)
