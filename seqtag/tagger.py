@@ -562,11 +562,7 @@ class Tagger(L.LightningModule):
     def tokenize_mode(self) -> str:
         """``chars`` for a model trained on one-character tokens (text written without spaces), else ``words``:
         how :meth:`predict` and ``seqtag predict`` split raw text."""
-        from seqtag.tokenize import mode_for_vocabulary
-
-        if self.vocab is None:
-            return "words"
-        return mode_for_vocabulary(self.vocab.words[2:], self.vocab.word_counts[2:] or None)
+        return self.vocab.tokenize_mode if self.vocab is not None else "words"
 
     def tag(
         self,

@@ -197,7 +197,6 @@ class TaggingDataModule(L.LightningDataModule):
         self._packed: dict[str, tuple[datasets.Dataset, PackedSplit]] = {}  # keyed by the encoded split it packs
         self._pretrained: torch.Tensor | None = None
         self._options: dict[str, dict[str, Any]] = {}  # reading options of the data to tag, sniffed once
-        self._text_mode: str | None = None  # how raw text to tag is tokenized, from the vocabulary
         self._table: tuple[list[str], torch.Tensor] | None = None
         self._subwords: SubwordTable | None = None  # with a fastText model as word_vectors
         if predict_chunk_size < 1:
@@ -300,11 +299,8 @@ class TaggingDataModule(L.LightningDataModule):
         """Raw text to tag, tokenized as the model's training data was (words, or characters for a model trained on
         one-character tokens), with each token's offsets into its line: a generator."""
         from seqtag.data.rawtext import read_raw_text
-        from seqtag.tokenize import mode_for_vocabulary
 
-        if self._text_mode is None:
-            self._text_mode = mode_for_vocabulary(self.vocab.words[2:], self.vocab.word_counts[2:] or None)
-        return read_raw_text(source, self.hparams.encoding, self._text_mode)
+        return read_raw_text(source, self.hparams.encoding, self.vocab.tokenize_mode)
 
     def predict_sentences(self) -> Iterator[dict[str, Any]]:
         """The data to tag, read one sentence at a time (nothing is cached): ``tokens``, ``tags`` (gold tags of a

@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 from seqtag.atomic import atomic_write_text
@@ -203,6 +204,14 @@ class Vocab:
             raise SeqtagInputError(
                 f"{where}label {err.args[0]!r} was never seen in training; the model knows {self.labels}"
             ) from None
+
+    @cached_property
+    def tokenize_mode(self) -> str:
+        """How raw text is split for this vocabulary's model: ``chars`` when it was trained on one-character tokens
+        (text written without spaces), else ``words`` (see :func:`seqtag.tokenize.mode_for_vocabulary`)."""
+        from seqtag.tokenize import mode_for_vocabulary
+
+        return mode_for_vocabulary(self.words[2:], self.word_counts[2:] or None)
 
     @property
     def singleton_ids(self) -> list[int]:
