@@ -319,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     matrix = dm.pretrained_embeddings()
     if matrix is not None:
         model.embedder.load_pretrained(matrix)
+    table = dm.pretrained_table()  # test words outside the training vocabulary have ids in this fixed table
+    if table is not None:
+        model.embedder.set_pretrained_table(table[1])
+    model.vocab = dm.vocab
     model.to(device)
     torch.manual_seed(0)
     if args.profile:

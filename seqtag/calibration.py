@@ -136,7 +136,7 @@ def calibrate_checkpoint(path: str | Path, batches: Iterable[dict[str, torch.Ten
     from seqtag.tagger import Tagger
 
     model = Tagger.load(path)
-    model.hparams.confidence_temperature = 1.0
+    model.confidence_temperature = model.hparams.confidence_temperature = 1.0
     result = fit_temperature(model, batches)
     if result is None:
         return None

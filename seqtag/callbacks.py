@@ -26,7 +26,6 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 from seqtag.atomic import atomic_open
-from seqtag.errors import SeqtagInputError
 from seqtag.ordered_output import ChunkOrderedWriter, merge_parts
 
 
@@ -347,14 +346,10 @@ class PredictionWriter(Callback):
         n_best: int = 0,
         marginals: bool = False,
     ) -> None:
+        from seqtag.records import output_format
+
         self.output = output
-        if format is None:
-            format = "jsonl" if output and output.endswith((".jsonl", ".json")) else "conll"
-        if format not in ("conll", "jsonl"):
-            raise SeqtagInputError(f"predict_format should be 'conll' or 'jsonl', got {format!r}")
-        if (n_best or marginals) and format != "jsonl":
-            raise SeqtagInputError("--n_best and --marginals are written in JSONL: add --predict_format jsonl")
-        self.format = format
+        self.format = output_format(output, format, n_best, marginals)
         self.n_best = n_best
         self.marginals = marginals
         self.written: Path | None = None

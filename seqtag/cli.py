@@ -94,6 +94,12 @@ def _run(args: list[str], from_console: bool) -> int:
         from seqtag.onnx_runner import predict_main  # onnxruntime alone: no torch, no Lightning
 
         return predict_main(args[1:])
+    if args[0] == "predict":
+        from seqtag.commands.predict import predict_main as predict_direct  # one device, no Lightning
+
+        status = predict_direct(args[1:])
+        if status is not None:
+            return status
     from seqtag.commands.tagger import cli_main
 
     if from_console:

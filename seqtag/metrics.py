@@ -23,8 +23,9 @@ from seqtag.conlleval import (  # the functional core, also importable from here
     span_scores,
     token_counts,
 )
-from seqtag.data.schemes import convert, labels_for_scheme, normalize_scheme, split_tag, validate_tags
+from seqtag.data.schemes import labels_for_scheme, normalize_scheme, split_tag, validate_tags
 from seqtag.errors import SeqtagInputError
+from seqtag.span_tensors import SchemeConversion, SpanTables
 
 __all__ = [
     "SpanCounts",
@@ -100,7 +101,7 @@ class SpanF1(Metric):
             )
         self.labels = list(labels)
         self.types = sorted({split_tag(label)[1] for label in self.labels if label != "O"})
-        self._type_index = {type_: k for k, type_ in enumerate(self.types)}
+        self._tables = SpanTables(self.labels, self.scheme, self.types)
         n_types = len(self.types)
         self.add_state("tp", default=torch.zeros(n_types, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("n_pred", default=torch.zeros(n_types, dtype=torch.long), dist_reduce_fx="sum")
@@ -108,35 +109,34 @@ class SpanF1(Metric):
         self.add_state("correct_tokens", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("total_tokens", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def _to_tags(self, ids: torch.Tensor, mask: torch.Tensor) -> list[list[str]]:
-        """Label strings of the real tokens of each sentence."""
+    def _check_ids(self, ids: torch.Tensor) -> None:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(self.labels)):
             raise SeqtagInputError(
                 f"Expected label ids in [0, {len(self.labels)}), got values in [{int(ids.min())}, {int(ids.max())}]"
             )
-        return [
-            [self.labels[i] for i, real in zip(row, row_mask) if real]
-            for row, row_mask in zip(ids.tolist(), mask.tolist())
-        ]
+
+    def _conversion(self) -> SchemeConversion:
+        """Ids rewritten into ``data_scheme`` (set after construction by the tagger, once the data is known)."""
+        if getattr(self, "_converts_to", None) != self.data_scheme:
+            data_labels = labels_for_scheme(self.types, self.data_scheme)
+            self._converter = SchemeConversion(self.labels, self.scheme, data_labels, self.data_scheme)
+            self._converts_to = self.data_scheme
+        return self._converter
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Add the span and token counts of a batch (see the class docstring for shapes)."""
         mask = _check_batch(preds, target, mask)
-        pred_tags = self._to_tags(preds.where(mask, 0), mask)
-        gold_tags = self._to_tags(target.where(mask, 0), mask)
-        counts = span_counts(gold_tags, pred_tags, self.scheme)
-        batch = torch.zeros(3, len(self.types), dtype=torch.long)
-        for type_, values in counts.items():
-            batch[:, self._type_index[type_]] = torch.tensor(values)
-        self.tp += batch[0].to(self.tp.device)
-        self.n_pred += batch[1].to(self.tp.device)
-        self.n_gold += batch[2].to(self.tp.device)
-        if self.data_scheme == self.scheme:
-            self.correct_tokens += ((preds == target) & mask).sum()
-        else:
-            pred_tags = [convert(tags, self.scheme, self.data_scheme) for tags in pred_tags]
-            gold_tags = [convert(tags, self.scheme, self.data_scheme) for tags in gold_tags]
-            self.correct_tokens += token_counts(gold_tags, pred_tags)[0]
+        preds, target = preds.where(mask, 0), target.where(mask, 0)
+        self._check_ids(preds)
+        self._check_ids(target)
+        tp, n_pred, n_gold = self._tables.counts(preds, target, mask, len(self.types))
+        self.tp += tp.to(self.tp.device)
+        self.n_pred += n_pred.to(self.tp.device)
+        self.n_gold += n_gold.to(self.tp.device)
+        if self.data_scheme != self.scheme:  # spans are the same in every scheme, tags are not
+            convert = self._conversion()
+            preds, target = convert(preds, mask), convert(target, mask)
+        self.correct_tokens += ((preds == target) & mask).sum()
         self.total_tokens += mask.sum()
 
     def compute(self) -> dict[str, Any]:
@@ -248,19 +248,17 @@ class TagConfusion(Metric):
             self.data_labels = labels_for_scheme(types, self.data_scheme)
         else:
             self.data_labels = list(self.labels)
-        self._data_index = {label: i for i, label in enumerate(self.data_labels)}
+        self._convert = None
+        if self.data_scheme != self.scheme:
+            self._convert = SchemeConversion(self.labels, self.scheme, self.data_labels, self.data_scheme)
         k = len(self.data_labels)
         self.add_state("confusion", default=torch.zeros(k, k, dtype=torch.long), dist_reduce_fx="sum")
 
     def _data_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Ids of the real tokens, flattened sentence by sentence, in ``data_labels``."""
-        if self.data_scheme == self.scheme:
-            return ids[mask]
-        out = []
-        for row, row_mask in zip(ids.tolist(), mask.tolist()):
-            tags = convert([self.labels[i] for i, real in zip(row, row_mask) if real], self.scheme, self.data_scheme)
-            out += [self._data_index[t] for t in tags]
-        return torch.tensor(out, dtype=torch.long, device=ids.device)
+        if self._convert is not None:
+            ids = self._convert(ids, mask)
+        return ids[mask]
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Add the tag pairs of a batch's real tokens (see the class docstring for shapes)."""

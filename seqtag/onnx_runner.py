@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from seqtag.data import schemes
+from seqtag.data.predict_input import read_sentences
 from seqtag.data.vocab import Vocab
 from seqtag.errors import SeqtagInputError
 
@@ -330,37 +331,6 @@ def _batches(order: list[int], lengths: list[int], batch_size: int) -> Iterator[
 
 
 # ---------------------------------------------------------------------------------------------- seqtag predict
-def read_sentences(source: str, options: dict[str, Any], mode: str) -> Iterator[dict[str, Any]]:
-    """The data to tag, a sentence at a time, read as ``seqtag predict --ckpt_path`` reads it (``TaggingDataModule``'s
-    predict split): a column file's gold tags are kept when it has a column beyond the tokens and features, and a
-    file that is not columns is raw text, tokenized in ``mode``."""
-    from seqtag.data.rawtext import read_raw_text
-    from seqtag.data.readers import count_columns, iter_sentences, sniff_predict_format
-
-    fmt, encoding = options.get("format") or "auto", options.get("encoding") or "utf-8"
-    feature_columns = options.get("feature_columns")
-    with_tags = False
-    if fmt == "auto" and not source.endswith((".conllu", ".json", ".jsonl", ".parquet")):
-        try:
-            fmt = "conll" if feature_columns else sniff_predict_format(source, encoding)
-            with_tags = fmt == "conll" and count_columns(source, encoding) > 1 + len(feature_columns or [])
-        except SeqtagInputError:
-            pass  # the reader reports the missing file
-    if fmt == "text":
-        return read_raw_text(source, encoding, mode)
-    return iter_sentences(
-        source,
-        format=fmt,
-        token_column=options.get("token_column"),
-        tag_column=options.get("tag_column"),
-        split="predict",
-        with_tags=with_tags,
-        encoding=encoding,
-        hub_config=options.get("hub_config"),
-        feature_columns=feature_columns,
-    )
-
-
 def _chunks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     chunk: list[dict[str, Any]] = []
     for row in rows:
@@ -406,7 +376,7 @@ def _parser() -> argparse.ArgumentParser:
 def predict_main(args: list[str]) -> int:
     """``seqtag predict --onnx tagger.onnx --data.predict FILE [--predict_output OUT]``: returns the exit status."""
     from seqtag.atomic import atomic_open
-    from seqtag.records import prediction_text
+    from seqtag.records import output_format, prediction_text
 
     parser = _parser()
     options, unknown = parser.parse_known_args(args)
@@ -417,11 +387,7 @@ def predict_main(args: list[str]) -> int:
         )
     if options.n_best:
         raise SeqtagInputError("--n_best: the k best tag sequences are not in the ONNX graph; tag with --ckpt_path")
-    fmt = options.predict_format or (
-        "jsonl" if options.predict_output and options.predict_output.endswith((".jsonl", ".json")) else "conll"
-    )
-    if options.marginals and fmt != "jsonl":
-        raise SeqtagInputError("--marginals are written in JSONL: add --predict_format jsonl")
+    fmt = output_format(options.predict_output, options.predict_format, marginals=options.marginals)
     tagger = OnnxTagger(options.onnx, options.threads)
     reading = dict(tagger.reading)
     for key in ("format", "token_column", "tag_column", "hub_config", "encoding", "feature_columns"):

@@ -101,6 +101,20 @@ def sentence_record(
     return record
 
 
+def output_format(output: str | None, format: str | None, n_best: int = 0, marginals: bool = False) -> str:
+    """The format of ``seqtag predict``'s file: ``format``, else ``jsonl`` for a ``.jsonl``/``.json`` output, else
+    ``conll``; n-best lists and marginals need ``jsonl``."""
+    from seqtag.errors import SeqtagInputError
+
+    if format is None:
+        format = "jsonl" if output and str(output).endswith((".jsonl", ".json")) else "conll"
+    if format not in ("conll", "jsonl"):
+        raise SeqtagInputError(f"predict_format should be 'conll' or 'jsonl', got {format!r}")
+    if (n_best or marginals) and format != "jsonl":
+        raise SeqtagInputError("--n_best and --marginals are written in JSONL: add --predict_format jsonl")
+    return format
+
+
 def prediction_text(row: dict[str, Any], out: dict[str, Any], format: str) -> str:
     """A tagged sentence as ``seqtag predict`` writes it.
 

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
@@ -28,24 +27,14 @@ from seqtag.data.vocab import CHECKPOINT_KEY as VOCAB_KEY
 from seqtag.data.vocab import PRETRAINED_KEY, Vocab, load_checkpoint
 from seqtag.errors import NonFiniteLossError, SeqtagInputError
 from seqtag.metrics import SpanF1, TagConfusion, TokenAccuracy
-from seqtag.modules.contextual import SPECS_KEY as CHAR_LM_KEY
-from seqtag.modules.contextual import CharLMEmbedder
-from seqtag.modules.crf import ConditionalRandomField
-from seqtag.modules.dropout import Dropout, LockedDropout
-from seqtag.modules.embeddings import TokenEmbedder
-from seqtag.modules.encoder import DocumentEncoder, RNNEncoder
-from seqtag.modules.memory import DocumentMemory
-from seqtag.modules.transformer import SPEC_KEY as TRANSFORMER_KEY
-from seqtag.modules.transformer import TransformerEmbedder
+from seqtag.network import CHAR_LM_KEY, TRANSFORMER_KEY, TaggerNetwork, documents_turned_off, length_mask
+
+__all__ = ["Tagger", "length_mask"]
 
 
-def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B,) lengths → (B, T) bool mask, True for real tokens."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]  # (B, T)
-
-
-class Tagger(L.LightningModule):
-    """A BiLSTM(-CRF) sequence tagger.
+class Tagger(TaggerNetwork, L.LightningModule):
+    """A BiLSTM(-CRF) sequence tagger: :class:`~seqtag.network.TaggerNetwork` with Lightning's training, evaluation
+    and prediction steps, and the tagging API.
 
     Args:
         labels: the tags the model predicts, in the training scheme (linked from the data).
@@ -155,38 +144,12 @@ class Tagger(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        if not labels:
-            raise SeqtagInputError("labels should be a non-empty list, got []")
-        if head not in ("crf", "softmax"):
-            raise SeqtagInputError(f"head should be one of 'crf', 'softmax', got {head!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise SeqtagInputError(f"dropout should be in [0, 1), got {dropout}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise SeqtagInputError(f"label_smoothing should be in [0, 1), got {label_smoothing}")
-        if not confidence_temperature > 0:
-            raise SeqtagInputError(f"confidence_temperature should be > 0, got {confidence_temperature}")
-        if label_smoothing and head != "softmax":
-            raise SeqtagInputError(f"label_smoothing applies to the softmax head, not to head={head!r}")
-        if not documents_available and (document_memory or document_context):
-            asked = {"document_memory": document_memory, "document_context": document_context}
-            options = " and ".join(f"model.{name}" for name, on in asked.items() if on)
-            rank_zero_warn(
-                f"{options} turned off: the training data marks no documents (no -DOCSTART- lines, '# newdoc' "
-                f"comments or document field), so each sentence would be a document of its own or the whole file "
-                f"one, its unrelated texts read as one text; the model reads each sentence alone"
-            )
-            document_memory = document_context = False
-            # The checkpoint's hyperparameters then describe the model as built.
-            self.hparams.update(document_memory=False, document_context=False)
-        self.optimizer_factory = optimizer
-        self.lr_scheduler_factory = lr_scheduler
-        self.labels = list(labels)
-        self.scheme = schemes.normalize_scheme(scheme) if scheme else None
-        self.vocab: Vocab | None = None  # set from the data in training, from the checkpoint when loaded
-
-        self.embedder = TokenEmbedder(
+        turned_off = documents_turned_off(documents_available, document_memory, document_context)
+        if turned_off:
+            rank_zero_warn(turned_off)
+        super().__init__(
+            labels,
+            scheme,
             vocab_size,
             num_chars,
             word_dim,
@@ -196,43 +159,35 @@ class Tagger(L.LightningModule):
             casing_dim,
             freeze_words,
             word_dropout,
-            feature_sizes or (),
-            feature_dim,
             singleton_dropout,
+            feature_sizes,
+            feature_dim,
+            char_lm_forward,
+            char_lm_backward,
+            char_lm_finetune,
+            transformer,
+            transformer_pooling,
+            transformer_layers,
+            transformer_finetune,
+            transformer_lr,
+            cell,
+            implementation,
+            hidden_size,
+            num_layers,
+            dropout,
+            variational_dropout,
+            document_memory,
+            document_context,
+            documents_available,
+            head,
+            label_smoothing,
+            confidence_temperature,
         )
-        self.char_lm: CharLMEmbedder | None = None
-        if char_lm_forward is not None or char_lm_backward is not None:
-            self.char_lm = CharLMEmbedder(char_lm_forward, char_lm_backward, num_chars, char_lm_finetune)
-        token_size = self.embedder.output_size + (self.char_lm.output_size if self.char_lm is not None else 0)
-        self.transformer: TransformerEmbedder | None = None
-        if transformer is not None:
-            if not transformer_lr > 0:
-                raise SeqtagInputError(f"transformer_lr should be > 0, got {transformer_lr}")
-            self.transformer = TransformerEmbedder(
-                transformer, transformer_pooling, transformer_layers, transformer_finetune
-            )
-            token_size += self.transformer.output_size
-        if word_dim < 0 or token_size == 0:
-            raise SeqtagInputError(
-                f"the token representation is empty or word_dim negative (word_dim={word_dim}, char_encoder="
-                f"{char_encoder!r}, casing_dim={casing_dim}, no transformer): give the words some representation"
-            )
-        if document_context:
-            if implementation != "torch":
-                raise SeqtagInputError("model.document_context runs the torch cells: use implementation='torch'")
-            self.encoder = DocumentEncoder(token_size, hidden_size, num_layers, cell, dropout)
-        else:
-            self.encoder = RNNEncoder(token_size, hidden_size, num_layers, cell, True, dropout, implementation)
-        self.dropout = LockedDropout(dropout) if variational_dropout else Dropout(dropout)
-        self.memory = DocumentMemory(vocab_size) if document_memory else None
-        features = self.encoder.output_size
-        if self.memory is not None:
-            features += self.encoder.output_size + self.memory.extra_size
-        self.projection = nn.Linear(features, len(labels))
-        self.crf = None
-        if head == "crf":
-            constraints = schemes.allowed_transitions(self.labels, self.scheme) if self.scheme else None
-            self.crf = ConditionalRandomField(len(labels), constraints)
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        if turned_off:  # the checkpoint's hyperparameters then describe the model as built
+            self.hparams.update(document_memory=False, document_context=False)
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
         self.metrics = nn.ModuleDict({stage: self._make_metric() for stage in ("val", "test")})
         # Evaluation loss per sentence (CRF) or token (softmax), weighted by batch: a metric, so that under DDP the
         # processes' sums are added (ranks with fewer sentences would otherwise weigh as much as the others).
@@ -255,76 +210,9 @@ class Tagger(L.LightningModule):
         return SpanF1(self.labels, self.scheme) if self.scheme else TokenAccuracy()
 
     @property
-    def reads_documents(self) -> bool:
-        """Whether the model looks across the sentences of a document, so batches must hold whole documents."""
-        return self.memory is not None or isinstance(self.encoder, DocumentEncoder)
-
-    @property
-    def reads_token_text(self) -> bool:
-        """Whether batches must carry the tokens' text (``token_codes``, see :mod:`seqtag.data.token_text`): a
-        transformer splits the words into its own subwords."""
-        return self.transformer is not None
-
-    @property
-    def document_option(self) -> str:
-        """The option that makes the model read documents, for messages."""
-        return "document_context" if isinstance(self.encoder, DocumentEncoder) else "document_memory"
-
-    @property
     def monitor(self) -> str:
         """The validation metric that selects checkpoints and stops training early."""
         return "val/f1" if self.scheme else "val/acc"
-
-    # ------------------------------------------------------------------------------------------------ model
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Emission scores.
-
-        Shape:
-            batch: ``word_ids``, ``casing_ids`` (B, T); ``char_ids`` (B, T, C); ``lengths`` (B,);
-                ``feature_ids`` (B, T, F) for a model with feature columns; ``document`` (B,) and ``index`` (B,)
-                for a model with ``document_memory`` or ``document_context``
-            returns: (B, T, K)
-        """
-        lengths = batch["lengths"]
-        mask = length_mask(lengths, batch["word_ids"].shape[1])  # (B, T)
-        # One host check per batch; exact-length batches (the default bucketing) then skip every masking step.
-        padded = not bool(mask.all())
-        tokens = self.embedder(
-            batch["word_ids"],
-            batch["char_ids"],
-            batch["casing_ids"],
-            mask if padded else None,
-            batch.get("feature_ids"),
-        )  # (B, T, E)
-        if self.char_lm is not None:
-            tokens = torch.cat([tokens, self.char_lm(batch["char_ids"], mask)], dim=-1)  # (B, T, E + H_fw + H_bw)
-        if self.transformer is not None:
-            if "token_codes" not in batch:
-                raise SeqtagInputError(
-                    "model.transformer reads the tokens' text, but the batch has no token_codes (batches built "
-                    "for this model carry them: iter_batches(..., with_text=True))"
-                )
-            tokens = torch.cat([tokens, self.transformer(batch["token_codes"], lengths)], dim=-1)  # (B, T, E + H_tr)
-        if isinstance(self.encoder, DocumentEncoder):
-            encoded = self.encoder(self.dropout(tokens), mask if padded else None, batch["document"], batch["index"])
-        else:
-            encoded = self.encoder(self.dropout(tokens), lengths if padded else None)  # (B, T, 2H)
-        if self.memory is not None:
-            memory = self.memory(encoded, batch["word_ids"], batch["document"], mask if padded else None)
-            encoded = torch.cat([encoded, memory], dim=-1)  # (B, T, 4H + 1)
-        return self.projection(self.dropout(encoded))  # (B, T, K)
-
-    def loss(self, emissions: torch.Tensor, tag_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood per sentence (CRF) or mean cross-entropy per token (softmax)."""
-        if self.crf is not None:
-            return -self.crf(emissions, tag_ids, mask).mean()
-        return F.cross_entropy(emissions[mask], tag_ids[mask], label_smoothing=self.hparams.label_smoothing)
-
-    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, K) emissions → (B, T) best tag ids (Viterbi for the CRF, argmax otherwise)."""
-        if self.crf is not None:
-            return self.crf.decode(emissions, mask)
-        return emissions.argmax(dim=-1).masked_fill(~mask, 0)
 
     # ------------------------------------------------------------------------------------------------ steps
     def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
@@ -484,11 +372,7 @@ class Tagger(L.LightningModule):
                     f"and {tuple(own[name].shape)} here; hyperparameters that differ (checkpoint, now): {differ} (use "
                     f"the training's data and model options, or data.vocab=<the vocab.json beside the checkpoint>)"
                 )
-        if VOCAB_KEY in checkpoint and self.vocab is None:
-            self.vocab = Vocab.from_checkpoint(checkpoint)
-        table = checkpoint.get(PRETRAINED_KEY)
-        if table and self.embedder.pretrained_table is None:
-            self.embedder.set_pretrained_table(table["vectors"])
+        self.restore_vocabulary(checkpoint)
 
     # ------------------------------------------------------------------------------------------- tagging API
     @classmethod
@@ -522,19 +406,7 @@ class Tagger(L.LightningModule):
         """A trained tagger from a checkpoint's contents (the dict ``torch.load`` gives for a ``best.ckpt``, or
         :func:`seqtag.hub.checkpoint_from_folder` for a model folder), in eval mode. ``origin`` keeps the training
         data's options, for the model card of :meth:`save_pretrained`."""
-        hparams = dict(checkpoint["hyper_parameters"])
-        for key in ("optimizer", "lr_scheduler", "_instantiator", "_class_path"):
-            hparams.pop(key, None)
-        # The character LMs' weights are in the state_dict: their hyperparameters stand in for the LM files.
-        for direction, spec in checkpoint.get(CHAR_LM_KEY, {}).items():
-            hparams[f"char_lm_{direction}"] = spec
-        # So does the transformer's config and tokenizer for its folder or Hub name.
-        if TRANSFORMER_KEY in checkpoint:
-            hparams["transformer"] = checkpoint[TRANSFORMER_KEY]
-        model = cls(**hparams)
-        model.load_state_dict(checkpoint["state_dict"])
-        model.on_load_checkpoint(checkpoint)
-        model.to(map_location)
+        model = super().from_checkpoint(checkpoint, map_location)
         model.origin = {"data": dict(checkpoint.get("datamodule_hyper_parameters") or {})}
         return model.eval()
 
@@ -557,12 +429,6 @@ class Tagger(L.LightningModule):
         self.vocab.attach_pretrained([words[j] for j in keep])
         self.embedder.set_pretrained_table(table)
         self.subword_table = SubwordTable.for_file(path, table)
-
-    @property
-    def tokenize_mode(self) -> str:
-        """``chars`` for a model trained on one-character tokens (text written without spaces), else ``words``:
-        how :meth:`predict` and ``seqtag predict`` split raw text."""
-        return self.vocab.tokenize_mode if self.vocab is not None else "words"
 
     def tag(
         self,

@@ -54,7 +54,7 @@ def decode_outputs(
     lengths = mask.sum(dim=1).tolist()
     temperature = options.temperature
     if temperature is None:
-        temperature = float(getattr(model, "hparams", {}).get("confidence_temperature", 1.0))
+        temperature = float(getattr(model, "confidence_temperature", 1.0))
     if temperature != 1.0:  # scores divided by T: the same Viterbi path, calibrated probabilities
         emissions = emissions / temperature
         crf = crf.scaled(1.0 / temperature) if crf is not None else None

@@ -641,7 +641,7 @@ class TaggingDataModule(L.LightningDataModule):
         """The data to tag, streamed (:class:`~seqtag.data.streaming.PredictStream`): read, encoded and batched
         ``predict_chunk_size`` sentences at a time, so memory does not grow with the input; batches carry their
         sentences as read, for the prediction writer. Under DDP, process r tags chunks r, r + P, r + 2P, ..."""
-        from seqtag.data.streaming import PredictStream, chunk_batches, encode_sentence
+        from seqtag.data.streaming import PredictStream, chunk_batches, encode_sentence, encode_with_text
 
         hp = self.hparams
         self._check_feature_columns()
@@ -654,7 +654,7 @@ class TaggingDataModule(L.LightningDataModule):
         )
         encode = functools.partial(encode_sentence, self.vocab)
         if self.batch_text():
-            encode = functools.partial(_with_text, encode)
+            encode = functools.partial(encode_with_text, encode)
         trainer = self.trainer
         stream = PredictStream(
             self.predict_sentences,
@@ -690,11 +690,6 @@ class TaggingDataModule(L.LightningDataModule):
                 "the checkpoint's vocabulary differs from the one built from data.train: use the same training data "
                 "and options, or pass data.vocab=<vocab.json saved beside the checkpoint>"
             )
-
-
-def _with_text(encode: Any, sentence: dict[str, Any]) -> dict[str, list]:
-    """A sentence's ids and its tokens as read, which batches then carry as ``token_codes``."""
-    return {**encode(sentence), "tokens": list(sentence["tokens"])}
 
 
 def iter_batches(

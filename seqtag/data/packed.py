@@ -9,13 +9,17 @@ The batch equals ``collate([row_i for i in indices])``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
 from seqtag.data.token_text import flat_token_codes
+
+if TYPE_CHECKING:
+    import datasets
 
 
 def _lengths_and_values(column) -> tuple[torch.Tensor, object]:
@@ -60,13 +64,14 @@ class PackedSplit:
     returns that sentence's row (lists), as the Arrow dataset does.
 
     Args:
-        encoded: the encoded split.
+        encoded: the encoded split: a ``datasets.Dataset`` or an Arrow table with its columns.
         tokens: each row's tokens as read, for batches that carry their text. Default: None
     """
 
-    def __init__(self, encoded: datasets.Dataset, tokens: Sequence[Sequence[str]] | None = None) -> None:
+    def __init__(self, encoded: datasets.Dataset | pa.Table, tokens: Sequence[Sequence[str]] | None = None) -> None:
         self.rows = encoded
-        table = encoded.with_format("arrow")[:]  # selections (``Dataset.select``) applied
+        # selections (``Dataset.select``) applied
+        table = encoded if isinstance(encoded, pa.Table) else encoded.with_format("arrow")[:]
         self.lengths, words = _lengths_and_values(table.column("word_ids"))
         self.token_offsets = _offsets(self.lengths)  # (S + 1,)
         self.word_ids = _to_tensor(words)  # (N,)
@@ -101,6 +106,8 @@ class PackedSplit:
 
     def __getitem__(self, indices: int | Sequence[int]):
         if isinstance(indices, int):
+            if isinstance(self.rows, pa.Table):
+                return self.rows.slice(indices, 1).to_pylist()[0]
             return self.rows[indices]
         return self.batch(indices)
 

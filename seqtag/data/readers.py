@@ -28,10 +28,10 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
-import pyarrow.parquet
+if TYPE_CHECKING:
+    import datasets
 
 from seqtag.data.diagnose import json_lines_line, json_problem, root_cause
 from seqtag.errors import DataFormatError, SeqtagInputError
@@ -539,6 +539,8 @@ def _located(
     if fmt in ("json", "parquet"):
         dataset = _load_file(Path(name), fmt, encoding)
     elif fmt == "disk":
+        import datasets
+
         try:
             loaded = datasets.load_from_disk(name)
         except FileNotFoundError:
@@ -560,6 +562,8 @@ def load_hub(name: str, split: str, config: str | None = None) -> datasets.Datas
 
     ``HF_HUB_OFFLINE=1`` makes the lookup use the cache only, without network retries.
     """
+    import datasets
+
     try:
         return datasets.load_dataset(name, config, split=split)
     except Exception as err:  # the hub raises many types: connection, missing repo, missing split
@@ -571,6 +575,8 @@ def load_hub(name: str, split: str, config: str | None = None) -> datasets.Datas
 @contextlib.contextmanager
 def _quiet_datasets() -> Iterator[None]:
     """Silences the log lines ``datasets`` writes when a file fails: seqtag reports the failure itself."""
+    import datasets
+
     verbosity = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
@@ -597,6 +603,9 @@ def _check_encoding(path: Path, encoding: str) -> None:
 def _load_file(path: Path, fmt: str, encoding: str) -> datasets.Dataset:
     """A JSON, JSON lines or parquet file read by ``datasets``; a file it cannot read is reported with the line and
     column of a JSON syntax error, or with the cause for parquet."""
+    import datasets
+    import pyarrow.parquet
+
     if not path.exists():
         raise SeqtagInputError(f"{path}: no such file")
     options = {}
@@ -666,23 +675,24 @@ def _generate(**kwargs: Any) -> Iterator[Sentence]:
     yield from iter_sentences(**kwargs)
 
 
-TEXT_FEATURES = datasets.Features(
-    {
-        "tokens": datasets.List(datasets.Value("string")),
-        "tags": datasets.List(datasets.Value("string")),
-        "document": datasets.Value("int64"),
-    }
-)
-# The schema with feature columns: (F, T) strings per sentence.
-TEXT_FEATURES_WITH_INPUTS = datasets.Features(
-    {**TEXT_FEATURES, "features": datasets.List(datasets.List(datasets.Value("string")))}
-)
+def text_features(with_inputs: bool = False) -> datasets.Features:
+    """The schema of sentences as read: string ``tokens`` and ``tags``, the ``document`` number, and with feature
+    columns (``with_inputs``) their (F, T) strings as ``features``."""
+    import datasets
+
+    strings = datasets.List(datasets.Value("string"))
+    schema = {"tokens": strings, "tags": strings, "document": datasets.Value("int64")}
+    if with_inputs:
+        schema["features"] = datasets.List(strings)
+    return datasets.Features(schema)
 
 
 @contextlib.contextmanager
 def _no_progress_bars() -> Iterator[None]:
     """Reading a local file takes seconds at most, and its progress bar would call every file the "train split" (the
     one split of a ``from_generator`` dataset), validation and test files too: no bar."""
+    import datasets
+
     was_disabled = datasets.utils.are_progress_bars_disabled()
     datasets.utils.disable_progress_bars()
     try:
@@ -698,11 +708,13 @@ def read_dataset(source: str, cache_dir: str | None = None, **options: Any) -> d
     Reading is cached by ``datasets`` (keyed on the options and the file's size and modification time).
     Errors in the file are raised before anything is cached. ``options`` are those of :func:`iter_sentences`.
     """
+    import datasets
+
     kwargs = {"source": source, "fingerprint": source_fingerprint(source), **options}
     if kwargs.get("feature_columns") is not None:
         # A tuple: `datasets` shards generators over list-valued arguments, which would split the columns apart.
         kwargs["feature_columns"] = tuple(kwargs["feature_columns"])
-    schema = TEXT_FEATURES_WITH_INPUTS if options.get("feature_columns") else TEXT_FEATURES
+    schema = text_features(bool(options.get("feature_columns")))
     fmt = options.get("format", "auto")
     if fmt == "hub" or (fmt == "auto" and guess_format(source) in ("hub", "disk")):
         # Already Arrow: read straight from it without a second cache.
@@ -724,6 +736,8 @@ def read_dataset(source: str, cache_dir: str | None = None, **options: Any) -> d
 
 def to_dataset_dict(splits: dict[str, datasets.Dataset]) -> datasets.DatasetDict:
     """The splits in the common schema, ``tags`` typed as ``ClassLabel`` over the labels of all splits."""
+    import datasets
+
     labels = sorted({t for ds in splits.values() for tags in ds["tags"] for t in tags}, key=lambda t: (t != "O", t))
     features = datasets.Features(
         {
@@ -733,5 +747,5 @@ def to_dataset_dict(splits: dict[str, datasets.Dataset]) -> datasets.DatasetDict
         }
     )
     if any("features" in ds.column_names for ds in splits.values()):
-        features["features"] = TEXT_FEATURES_WITH_INPUTS["features"]
+        features["features"] = text_features(with_inputs=True)["features"]
     return datasets.DatasetDict({name: ds.cast(features) for name, ds in splits.items()})

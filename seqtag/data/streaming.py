@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import count
 from typing import Any
 
-import datasets
+import pyarrow as pa
 from torch.utils.data import IterableDataset, get_worker_info
 
 from seqtag.data.packed import PackedSplit
@@ -136,6 +136,12 @@ def encode_sentence(vocab: Vocab, sentence: Sentence) -> dict[str, list]:
     return ids
 
 
+def encode_with_text(encode: Callable[[Sentence], dict[str, list]], sentence: Sentence) -> dict[str, list]:
+    """A sentence's ids (``encode``) and its tokens as read, which batches then carry as ``token_codes`` (for a
+    model with ``model.transformer``)."""
+    return {**encode(sentence), "tokens": list(sentence["tokens"])}
+
+
 class PredictStream(IterableDataset):
     """Batches of the data to tag, read and encoded a chunk at a time.
 
@@ -205,11 +211,11 @@ class PredictStream(IterableDataset):
             batch["sentences"] = StreamedSentences(number, first, len(chunk), [chunk[i] for i in positions])
             yield batch
 
-    def _encoded(self, first: int, chunk: list[Sentence]) -> datasets.Dataset:
-        """The chunk as the columns of an encoded split (in memory, no cache)."""
+    def _encoded(self, first: int, chunk: list[Sentence]) -> pa.Table:
+        """The chunk as the columns of an encoded split, an Arrow table in memory (no cache)."""
         ids = [self.encode(sentence) for sentence in chunk]
         columns: dict[str, list] = {key: [row[key] for row in ids] for key in ids[0]}
         columns["tag_ids"] = [[] for _ in chunk]  # predictions need no gold ids; the writer reads the tags as read
         columns["index"] = list(range(first, first + len(chunk)))
         columns["document"] = [int(sentence["document"]) for sentence in chunk]
-        return datasets.Dataset.from_dict(columns)
+        return pa.table(columns)
