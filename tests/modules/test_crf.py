@@ -674,3 +674,29 @@ def test_docstring_examples():
     import seqtag.modules.crf
 
     assert doctest.testmod(seqtag.modules.crf).failed == 0
+
+
+def test_the_scaled_forward_algorithm_equals_the_log_space_one_and_gives_way_when_it_underflows():
+    from seqtag.data.schemes import allowed_transitions, labels_for_scheme
+
+    labels = labels_for_scheme(["PER", "LOC"], "BIOES")
+    crf = ConditionalRandomField(len(labels), allowed_transitions(labels, "BIOES"))
+    torch.nn.init.normal_(crf.transitions, std=2.0)
+    generator = torch.Generator().manual_seed(3)
+    emissions = torch.randn(40, 12, len(labels), generator=generator) * 6
+    mask = torch.arange(12)[None, :] < torch.randint(1, 13, (40,), generator=generator)[:, None]
+    scores = crf._scores(emissions.dtype)
+    scaled = ConditionalRandomField._log_partition_scaled(emissions, mask, *scores)
+    log_space = ConditionalRandomField._log_partition_loop(emissions, mask, *scores)
+    assert torch.allclose(scaled, log_space, rtol=1e-6, atol=1e-4)
+    # The first token is O; after it, every allowed tag (O, B-, S-) is 200 below the forbidden ones (I-, E-): in
+    # probability space, float32 holds none of those paths (exp(-200) underflows), in log space they are fine.
+    extreme = torch.full((2, 4, len(labels)), -200.0)
+    extreme[:, :, [i for i, label in enumerate(labels) if label[0] in "IE"]] = 0.0
+    extreme[:, 0] = -1000.0
+    extreme[:, 0, labels.index("O")] = 0.0
+    everything = torch.ones(2, 4, dtype=torch.bool)
+    assert not torch.isfinite(ConditionalRandomField._log_partition_scaled(extreme, everything, *scores)).all()
+    exact = ConditionalRandomField._log_partition_loop(extreme, everything, *scores)
+    assert torch.isfinite(exact).all()
+    assert torch.equal(crf.log_partition(extreme), exact)
