@@ -15,7 +15,7 @@ The model and data module are built from the config by ``seqtag.cli.cli_main(...
 that start with ``data/`` are resolved under ``--data-root``, and any further ``--section.key value`` arguments are
 passed on to the CLI (e.g. ``--data.batch_size 10``). What is timed:
 
-* training: ``Tagger.training_step`` + backward + gradient clipping (5.0, the trainer default) + optimizer step over
+* training: ``Tagger.training_step`` + backward + gradient clipping (the config's; 5.0 by default) + optimizer step over
   ``--epochs`` full epochs of ``data.train`` after ``--warmup`` batches; batches are collated beforehand, so
   data loading is excluded.
 * decoding: emissions + Viterbi under ``torch.inference_mode`` over ``data.test`` (eng.testb) in length-sorted
@@ -100,6 +100,7 @@ def build(args: argparse.Namespace, extra: list[str]):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli = cli_main(cli_args, run=False)
+    args.clip = cli.trainer.gradient_clip_val  # the config's (seqtag's default 5.0; null: none, as NCRF++)
     if cli.model.reads_documents and cli.datamodule.hparams.batch_by_document is None:
         cli.datamodule.hparams.batch_by_document = True  # what a Trainer would pick for this model
     return cli.model, cli.datamodule
@@ -115,7 +116,8 @@ def sync(device: torch.device) -> None:
 
 
 def training_step(model, args, device: torch.device):
-    """A function ``step(batch, i)``: forward, backward, gradient clipping (5.0) and optimizer step, as in a fit."""
+    """A function ``step(batch, i)``: forward, backward, gradient clipping (the config's ``trainer.gradient_clip_val``)
+    and optimizer step, as in a fit."""
     model.train()
     optimizer = model.configure_optimizers()
     if isinstance(optimizer, dict):
@@ -127,7 +129,8 @@ def training_step(model, args, device: torch.device):
         with autocast:
             loss = model.training_step(batch, i)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        if getattr(args, "clip", 5.0):
+            torch.nn.utils.clip_grad_norm_(params, args.clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

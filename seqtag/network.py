@@ -94,6 +94,8 @@ class TaggerNetwork(nn.Module):
         head: str = "crf",
         label_smoothing: float = 0.0,
         confidence_temperature: float = 1.0,
+        char_dropout: float = 0.0,
+        loss_reduction: str = "mean",
     ) -> None:
         super().__init__()
         if not labels:
@@ -106,6 +108,10 @@ class TaggerNetwork(nn.Module):
             raise SeqtagInputError(f"label_smoothing should be in [0, 1), got {label_smoothing}")
         if not confidence_temperature > 0:
             raise SeqtagInputError(f"confidence_temperature should be > 0, got {confidence_temperature}")
+        if not 0.0 <= char_dropout < 1.0:
+            raise SeqtagInputError(f"char_dropout should be in [0, 1), got {char_dropout}")
+        if loss_reduction not in ("mean", "sum"):
+            raise SeqtagInputError(f"loss_reduction should be 'mean' or 'sum', got {loss_reduction!r}")
         if label_smoothing and head != "softmax":
             raise SeqtagInputError(f"label_smoothing applies to the softmax head, not to head={head!r}")
         if documents_turned_off(documents_available, document_memory, document_context):
@@ -114,6 +120,7 @@ class TaggerNetwork(nn.Module):
         self.scheme = schemes.normalize_scheme(scheme) if scheme else None
         self.label_smoothing = label_smoothing
         self.confidence_temperature = confidence_temperature
+        self.loss_reduction = loss_reduction
         self.vocab: Vocab | None = None
 
         self.embedder = TokenEmbedder(
@@ -129,6 +136,7 @@ class TaggerNetwork(nn.Module):
             feature_sizes or (),
             feature_dim,
             singleton_dropout,
+            char_dropout,
         )
         self.char_lm = None
         if char_lm_forward is not None or char_lm_backward is not None:
@@ -230,10 +238,14 @@ class TaggerNetwork(nn.Module):
         return self.projection(self.dropout(encoded))  # (B, T, K)
 
     def loss(self, emissions: torch.Tensor, tag_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood per sentence (CRF) or mean cross-entropy per token (softmax)."""
+        """Negative log-likelihood per sentence (CRF) or cross-entropy per token (softmax), averaged over the
+        batch or, with ``loss_reduction: sum``, summed over it (as NCRF++ and flair do: steps grow with the batch)."""
         if self.crf is not None:
-            return -self.crf(emissions, tag_ids, mask).mean()
-        return F.cross_entropy(emissions[mask], tag_ids[mask], label_smoothing=self.label_smoothing)
+            nll = -self.crf(emissions, tag_ids, mask)  # (B,)
+            return nll.sum() if self.loss_reduction == "sum" else nll.mean()
+        return F.cross_entropy(
+            emissions[mask], tag_ids[mask], label_smoothing=self.label_smoothing, reduction=self.loss_reduction
+        )
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, K) emissions → (B, T) best tag ids (Viterbi for the CRF, argmax otherwise)."""

@@ -101,6 +101,10 @@ class Tagger(TaggerNetwork, L.LightningModule):
         confidence_temperature: the temperature of span confidences, n-best probabilities and marginals (not of the
             tags): scores are divided by it. ``seqtag fit`` sets it in the best checkpoint by temperature scaling on
             the validation data (see :mod:`seqtag.calibration`). Default: 1.0
+        char_dropout: dropout on the character embeddings, in training (NCRF++ applies ``dropout`` there). Default: 0.0
+        loss_reduction: ``mean`` (the batch's mean loss per sentence, or per token for softmax: the step size does not
+            depend on the batch size) or ``sum`` (as NCRF++ and flair: at the same learning rate, steps ``batch_size``
+            times larger). Default: ``mean``
         optimizer: the optimizer, e.g. ``torch.optim.SGD`` with its arguments. Default: Adam (lr 0.001)
         lr_scheduler: an optional scheduler; ``ReduceLROnPlateau`` watches the validation metric. Default: None
     """
@@ -141,6 +145,8 @@ class Tagger(TaggerNetwork, L.LightningModule):
         head: Literal["crf", "softmax"] = "crf",
         label_smoothing: float = 0.0,
         confidence_temperature: float = 1.0,
+        char_dropout: float = 0.0,
+        loss_reduction: Literal["mean", "sum"] = "mean",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -182,6 +188,8 @@ class Tagger(TaggerNetwork, L.LightningModule):
             head,
             label_smoothing,
             confidence_temperature,
+            char_dropout,
+            loss_reduction,
         )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         if turned_off:  # the checkpoint's hyperparameters then describe the model as built
@@ -232,7 +240,8 @@ class Tagger(TaggerNetwork, L.LightningModule):
             self._log_train_loss(loss.detach(), batch_size)
         else:
             weight = loss.new_tensor(batch_size) if self.crf is not None else mask.sum()
-            self.eval_losses[stage].update(loss.detach(), weight)
+            mean = loss / weight if self.loss_reduction == "sum" else loss  # evaluation logs the mean either way
+            self.eval_losses[stage].update(mean.detach(), weight)
             self.log(f"{stage}/loss", self.eval_losses[stage], batch_size=batch_size, on_step=False, on_epoch=True)
             preds = self.decode(emissions, mask)  # (B, T)
             self.metrics[stage].update(preds, batch["tag_ids"], mask)

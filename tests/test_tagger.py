@@ -167,3 +167,31 @@ def test_variational_dropout_draws_one_mask_per_sentence():
     loss.backward()
     assert torch.isfinite(loss)
     assert type(Tagger(LABELS, "BIOES", **SIZES).dropout).__name__ == "Dropout"
+
+
+@pytest.mark.parametrize("head", ["crf", "softmax"])
+def test_loss_reduction_sum_is_the_mean_times_the_count(head):
+    sizes = dict(vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4, hidden_size=6, dropout=0.0)
+    torch.manual_seed(0)
+    mean = Tagger(LABELS, "BIOES", head=head, **sizes)
+    summed = Tagger(LABELS, "BIOES", head=head, loss_reduction="sum", **sizes)
+    summed.load_state_dict(mean.state_dict())
+    b = batch()
+    emissions = mean(b)
+    mask = length_mask(b["lengths"], emissions.shape[1])
+    count = 2 if head == "crf" else int(mask.sum())  # sentences for the CRF, tokens for softmax
+    assert torch.allclose(summed.loss(emissions, b["tag_ids"], mask), mean.loss(emissions, b["tag_ids"], mask) * count)
+    with pytest.raises(SeqtagInputError, match="loss_reduction"):
+        Tagger(LABELS, "BIOES", loss_reduction="max", **sizes)
+
+
+@pytest.mark.parametrize("char_encoder", ["cnn", "lstm"])
+def test_char_dropout_acts_in_training_only(char_encoder):
+    torch.manual_seed(0)
+    model = Tagger(LABELS, "BIOES", vocab_size=8, num_chars=8, word_dim=0, char_encoder=char_encoder, char_dim=16,
+                   char_hidden=8, hidden_size=6, dropout=0.0, char_dropout=0.5)  # fmt: skip
+    b = batch()
+    model.eval()
+    assert torch.equal(model(b), model(b))
+    model.train()
+    assert not torch.equal(model(b), model(b))

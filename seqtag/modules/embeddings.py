@@ -33,17 +33,21 @@ class CharCNN(nn.Module):
         char_dim: character embedding size. Default: 30
         num_filters: output size per token. Default: 50
         kernel_size: convolution width in characters, odd. Default: 3
+        dropout: dropout on the character embeddings, in training (as NCRF++). Default: 0.0
 
     Shape:
         char_ids: (N, C) long, N real tokens, each with at least one character, padded with 0;
         returns: (N, num_filters)
     """
 
-    def __init__(self, num_chars: int, char_dim: int = 30, num_filters: int = 50, kernel_size: int = 3) -> None:
+    def __init__(
+        self, num_chars: int, char_dim: int = 30, num_filters: int = 50, kernel_size: int = 3, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size should be odd and positive, got {kernel_size}")
         self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
+        self.dropout = nn.Dropout(dropout)
         self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding=kernel_size // 2)
         self.output_size = num_filters
 
@@ -61,7 +65,7 @@ class CharCNN(nn.Module):
         nearly every batch has a new (tokens, characters) shape. (N, C) → (N, F)
         """
         k = self.conv.kernel_size[0]
-        embedded = F.pad(self.embedding(char_ids), (0, 0, k // 2, k // 2))  # (N, C + k - 1, D), zeros at padding
+        embedded = F.pad(self.dropout(self.embedding(char_ids)), (0, 0, k // 2, k // 2))  # (N, C + k - 1, D)
         windows = embedded.unfold(1, k, 1).flatten(2)  # (N, C, D * k), ordered as the Conv1d weight (F, D, k)
         h = F.linear(windows, self.conv.weight.flatten(1), self.conv.bias)  # (N, C, F)
         return h.masked_fill((char_ids == 0).unsqueeze(2), float("-inf")).amax(dim=1)  # (N, F)
@@ -75,7 +79,7 @@ class CharCNN(nn.Module):
         position = torch.arange(padded.shape[1], device=char_ids.device)
         keep = position < (lengths + half).unsqueeze(1)  # (N, C + half)
         stream = F.pad(padded[keep], (half, 0))  # (L,) with L = sum(lengths) + (N + 1) * half
-        embedded = self.embedding(stream)  # (L, D), zero rows at padding ids
+        embedded = self.dropout(self.embedding(stream))  # (L, D), zero rows at padding ids
         real = (stream != 0).nonzero().squeeze(1)  # (R,) positions of real characters, R = sum(lengths)
         windows = torch.cat([embedded[real + offset] for offset in range(-half, half + 1)], dim=1)  # (R, k * D)
         # Conv1d weight (F, D, k) as a (F, k * D) matrix in the windows' order: offset -half first.
@@ -91,20 +95,23 @@ class CharLSTM(nn.Module):
         num_chars: character vocabulary size (id 0 is padding).
         char_dim: character embedding size. Default: 25
         hidden_size: hidden size per direction. Default: 25
+        dropout: dropout on the character embeddings, in training. Default: 0.0
 
     Shape:
         char_ids: (N, C) long, padded with 0, every row non-empty;  returns: (N, 2 * hidden_size)
     """
 
-    def __init__(self, num_chars: int, char_dim: int = 25, hidden_size: int = 25) -> None:
+    def __init__(self, num_chars: int, char_dim: int = 25, hidden_size: int = 25, dropout: float = 0.0) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
+        self.dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTM(char_dim, hidden_size, batch_first=True, bidirectional=True)
         self.output_size = 2 * hidden_size
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
         lengths = (char_ids != 0).sum(dim=1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(self.embedding(char_ids), lengths, batch_first=True, enforce_sorted=False)
+        embedded = self.dropout(self.embedding(char_ids))
+        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.lstm(packed)  # h_n: (2, N, H)
         return torch.cat([h_n[0], h_n[1]], dim=-1)  # (N, 2H)
 
@@ -127,6 +134,7 @@ class TokenEmbedder(nn.Module):
             Default: 0.0
         feature_sizes: the number of values of each input feature column (0 = PAD, 1 = UNK). Default: none
         feature_dim: embedding size of each feature column. Default: 20
+        char_dropout: dropout on the character embeddings, in training. Default: 0.0
 
     Shape:
         word_ids, casing_ids: (B, T) long;  char_ids: (B, T, C) long;  mask: (B, T) bool, or None when every
@@ -148,6 +156,7 @@ class TokenEmbedder(nn.Module):
         feature_sizes: Sequence[int] = (),
         feature_dim: int = 20,
         singleton_dropout: float = 0.0,
+        char_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if char_encoder not in ("cnn", "lstm", "none"):
@@ -163,9 +172,9 @@ class TokenEmbedder(nn.Module):
         self.words.weight.requires_grad_(not freeze_words)
         self.chars: nn.Module | None = None
         if char_encoder == "cnn":
-            self.chars = CharCNN(num_chars, char_dim, char_hidden)
+            self.chars = CharCNN(num_chars, char_dim, char_hidden, dropout=char_dropout)
         elif char_encoder == "lstm":
-            self.chars = CharLSTM(num_chars, char_dim, char_hidden)
+            self.chars = CharLSTM(num_chars, char_dim, char_hidden, dropout=char_dropout)
         self.casing = nn.Embedding(len(CASINGS), casing_dim, padding_idx=0) if casing_dim > 0 else None
         self.features = nn.ModuleList(nn.Embedding(size, feature_dim, padding_idx=0) for size in feature_sizes)
         self.word_dropout = word_dropout
