@@ -8,12 +8,11 @@ The batch equals ``collate([row_i for i in indices])``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from seqtag.data.token_text import flat_token_codes
@@ -23,13 +22,19 @@ if TYPE_CHECKING:
 
 
 def _lengths_and_values(column) -> tuple[torch.Tensor, object]:
-    """(lengths of each list, the flattened values) of an Arrow list column."""
+    """(lengths of each list, the flattened values) of an Arrow list column, or of a Python list of lists."""
+    if isinstance(column, list):
+        return torch.tensor([len(row) for row in column], dtype=torch.long), list(itertools.chain.from_iterable(column))
+    import pyarrow.compute as pc  # here: tagging (Python lists) does without it
+
     column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
     return _to_tensor(pc.list_value_length(column).fill_null(0)), column.flatten()
 
 
 def _to_tensor(values) -> torch.Tensor:
-    """An Arrow integer array as a long tensor (an empty or all-null array gives an empty tensor)."""
+    """An Arrow integer array, or a Python list of ints, as a long tensor (empty or all-null: an empty tensor)."""
+    if isinstance(values, list):
+        return torch.tensor(values, dtype=torch.long) if values else torch.zeros(0, dtype=torch.long)
     if len(values) == 0 or values.null_count == len(values):
         return torch.zeros(0, dtype=torch.long)
     return torch.from_numpy(values.to_numpy(zero_copy_only=False).astype(np.int64))
@@ -64,14 +69,17 @@ class PackedSplit:
     returns that sentence's row (lists), as the Arrow dataset does.
 
     Args:
-        encoded: the encoded split: a ``datasets.Dataset`` or an Arrow table with its columns.
+        encoded: the encoded split: a ``datasets.Dataset``, or its columns as Python lists (a chunk of data to tag:
+            no Arrow, whose conversion of Python lists imports pandas, 0.2 s of a ``seqtag predict``).
         tokens: each row's tokens as read, for batches that carry their text. Default: None
     """
 
-    def __init__(self, encoded: datasets.Dataset | pa.Table, tokens: Sequence[Sequence[str]] | None = None) -> None:
+    def __init__(
+        self, encoded: datasets.Dataset | dict[str, list], tokens: Sequence[Sequence[str]] | None = None
+    ) -> None:
         self.rows = encoded
         # selections (``Dataset.select``) applied
-        table = encoded if isinstance(encoded, pa.Table) else encoded.with_format("arrow")[:]
+        table = _Columns(encoded) if isinstance(encoded, dict) else encoded.with_format("arrow")[:]
         self.lengths, words = _lengths_and_values(table.column("word_ids"))
         self.token_offsets = _offsets(self.lengths)  # (S + 1,)
         self.word_ids = _to_tensor(words)  # (N,)
@@ -85,16 +93,17 @@ class PackedSplit:
         self.char_lengths = char_lengths  # (N,)
         self.char_offsets = _offsets(char_lengths)  # (N + 1,)
         self.char_ids = _to_tensor(chars)  # (M,)
-        self.index = torch.tensor(table.column("index").to_pylist(), dtype=torch.long)  # (S,)
-        self.document = torch.tensor(table.column("document").to_pylist(), dtype=torch.long)  # (S,)
+        self.index = torch.tensor(_plain(table.column("index")), dtype=torch.long)  # (S,)
+        self.document = torch.tensor(_plain(table.column("document")), dtype=torch.long)  # (S,)
         self.feature_ids: torch.Tensor | None = None  # (N, F), with feature columns only
         if "feature_ids" in table.column_names:
             _, values = _lengths_and_values(table.column("feature_ids"))  # (N,) lists of F ids
             num_features = len(values[0]) if len(values) else 0
-            self.feature_ids = _to_tensor(values.flatten()).reshape(len(values), num_features)
+            flat = _lengths_and_values(values)[1] if isinstance(values, list) else values.flatten()
+            self.feature_ids = _to_tensor(flat).reshape(len(values), num_features)
         self.token_codes: torch.Tensor | None = None  # (M,) int32 code points of all tokens, end to end
         if tokens is None and "tokens" in table.column_names:
-            tokens = table.column("tokens").to_pylist()
+            tokens = _plain(table.column("tokens"))
         if tokens is not None:
             self.token_codes, self.code_lengths = flat_token_codes([t for sentence in tokens for t in sentence])
             self.code_offsets = _offsets(self.code_lengths)  # (N + 1,)
@@ -106,8 +115,8 @@ class PackedSplit:
 
     def __getitem__(self, indices: int | Sequence[int]):
         if isinstance(indices, int):
-            if isinstance(self.rows, pa.Table):
-                return self.rows.slice(indices, 1).to_pylist()[0]
+            if isinstance(self.rows, dict):
+                return {name: values[indices] for name, values in self.rows.items()}
             return self.rows[indices]
         return self.batch(indices)
 
@@ -151,6 +160,22 @@ class PackedSplit:
             token_codes[real] = codes.to(torch.int32)
             batch["token_codes"] = token_codes
         return batch
+
+
+class _Columns:
+    """Columns given as Python lists, read as an Arrow table's are here."""
+
+    def __init__(self, columns: dict[str, list]) -> None:
+        self.columns = columns
+        self.column_names = list(columns)
+
+    def column(self, name: str) -> list:
+        return self.columns[name]
+
+
+def _plain(column) -> list:
+    """An Arrow column, or a Python list, as a Python list."""
+    return column if isinstance(column, list) else column.to_pylist()
 
 
 def passthrough(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

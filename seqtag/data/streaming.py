@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import count
 from typing import Any
 
-import pyarrow as pa
 from torch.utils.data import IterableDataset, get_worker_info
 
 from seqtag.data.packed import PackedSplit
@@ -211,11 +210,11 @@ class PredictStream(IterableDataset):
             batch["sentences"] = StreamedSentences(number, first, len(chunk), [chunk[i] for i in positions])
             yield batch
 
-    def _encoded(self, first: int, chunk: list[Sentence]) -> pa.Table:
-        """The chunk as the columns of an encoded split, an Arrow table in memory (no cache)."""
+    def _encoded(self, first: int, chunk: list[Sentence]) -> dict[str, list]:
+        """The chunk as the columns of an encoded split, Python lists (see :class:`PackedSplit`)."""
         ids = [self.encode(sentence) for sentence in chunk]
         columns: dict[str, list] = {key: [row[key] for row in ids] for key in ids[0]}
         columns["tag_ids"] = [[] for _ in chunk]  # predictions need no gold ids; the writer reads the tags as read
         columns["index"] = list(range(first, first + len(chunk)))
         columns["document"] = [int(sentence["document"]) for sentence in chunk]
-        return pa.table(columns)
+        return columns

@@ -31,6 +31,10 @@ CASINGS = ("<pad>", "numeric", "mainly_numeric", "all_lower", "all_upper", "init
 _DIGITS = re.compile(r"\d")
 
 
+# Distinct tokens whose ids Vocab.encode_tokens keeps (about 200 bytes each); the memory is emptied past it.
+TOKEN_CACHE_SIZE = 500_000
+
+
 def casing(token: str) -> int:
     """The casing class id of a token (an index into ``CASINGS``)."""
     digits = sum(c.isdigit() for c in token)
@@ -84,6 +88,9 @@ class Vocab:
         # in vocab.json: the table travels in the checkpoint.
         self.pretrained_words: list[str] = []
         self.pretrained_index: dict[str, int] = {}
+        # token -> (word id, char ids, casing id): a text repeats its words, and encoding each occurrence anew took
+        # a third of `seqtag predict`'s tagging time. Cleared when the pretrained words change.
+        self._token_ids: dict[str, tuple[int, list[int], int]] = {}
 
     def attach_pretrained(self, words: Sequence[str]) -> None:
         """Words outside the vocabulary that have a pretrained vector: word ``j`` gets id ``len(words) + j``, so a
@@ -93,6 +100,7 @@ class Vocab:
         self.pretrained_words = list(words)
         offset = len(self.words)
         self.pretrained_index = {w: offset + j for j, w in enumerate(self.pretrained_words)}
+        self._token_ids.clear()
 
     def add_pretrained(self, words: Sequence[str]) -> None:
         """Appends words to the pretrained ones (ids after theirs, which do not change), e.g. words given a subword
@@ -100,6 +108,7 @@ class Vocab:
         offset = len(self.words) + len(self.pretrained_words)
         self.pretrained_index.update((w, offset + j) for j, w in enumerate(words))
         self.pretrained_words.extend(words)
+        self._token_ids.clear()
 
     def word_id(self, token: str) -> int:
         """The id of a token: its vocabulary entry, else its pretrained vector's row, else UNK."""
@@ -180,16 +189,19 @@ class Vocab:
             ``word_ids`` (T,) (ids from ``len(words)`` on are rows of the pretrained table), ``char_ids`` (T, ≤64)
             ragged, ``casing_ids`` (T,).
         """
-        word_index, char_index = self.word_index, self.char_index
-        return {
-            "word_ids": (
-                [self.word_id(t) for t in tokens]
-                if self.pretrained_index
-                else [word_index.get(self.normalize(t), UNK_ID) for t in tokens]
-            ),
-            "char_ids": [[char_index.get(c, UNK_ID) for c in t[:MAX_CHARS_PER_TOKEN]] for t in tokens],
-            "casing_ids": [casing(t) for t in tokens],
-        }
+        known, char_index = self._token_ids, self.char_index
+        if len(known) > TOKEN_CACHE_SIZE:
+            known.clear()
+        word_ids, char_ids, casing_ids = [], [], []
+        for t in tokens:
+            ids = known.get(t)
+            if ids is None:
+                chars = [char_index.get(c, UNK_ID) for c in t[:MAX_CHARS_PER_TOKEN]]
+                ids = known[t] = (self.word_id(t), chars, casing(t))
+            word_ids.append(ids[0])
+            char_ids.append(ids[1])  # shared between occurrences: read, never changed
+            casing_ids.append(ids[2])
+        return {"word_ids": word_ids, "char_ids": char_ids, "casing_ids": casing_ids}
 
     def encode_features(self, features: Sequence[Sequence[str]]) -> list[list[int]]:
         """Ids of one sentence's feature columns (F lists of T values) as (T, F) nested lists; unseen values are UNK."""
