@@ -570,11 +570,16 @@ class ConditionalRandomField(nn.Module):
         first = alpha.amax(1, keepdim=True)  # (B, 1)
         x = (alpha - first).exp()
         sums = []
+        padded = not bool(mask.all())  # exact-length batches (the default on CPU) skip the masking
         for factor, step in zip(factors.unbind(1)[1:], mask.unsqueeze(2).unbind(1)[1:]):  # (B, K), (B, 1)
             nxt = (x @ exp_transitions) * factor
             total = nxt.sum(1, keepdim=True)  # (B, 1)
-            x = torch.where(step, nxt / total, x)
-            sums.append(torch.where(step, total, 1.0))
+            if padded:
+                x = torch.where(step, nxt / total, x)
+                total = torch.where(step, total, 1.0)
+            else:
+                x = nxt / total
+            sums.append(total)
         end_max = end.amax()
         log_z = first.squeeze(1) + end_max + (x * (end - end_max).exp()).sum(1).log()  # (B,)
         if sums:

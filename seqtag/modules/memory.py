@@ -44,17 +44,25 @@ class DocumentMemory(nn.Module):
         self, states: torch.Tensor, word_ids: torch.Tensor, documents: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
         batch, length, size = states.shape
+        n = batch * length
         known = word_ids > UNK_ID  # (B, T)
         if mask is not None:
             known = known & mask
-        # Word ids may pass V (rows of a pretrained table kept for words unseen in training): 2**32 separates documents.
-        keys = (documents[:, None] * 2**32 + word_ids)[known]  # (N,)
-        own = states[known]  # (N, D)
-        _, group, counts = torch.unique(keys, return_inverse=True, return_counts=True)  # (N,), (G,)
-        sums = own.new_zeros(counts.shape[0], size).index_add_(0, group, own)  # (G, D)
-        others = (counts[group] - 1).to(own.dtype)  # (N,)
+        known = known.reshape(n)
+        # Fixed shapes, no host sync (no boolean indexing, no torch.unique): every position takes part, and an
+        # unknown word or padding gets a key of its own, a group of one that adds nothing. Word ids may pass V (rows
+        # of a pretrained table kept for words unseen in training): 2**32 separates documents.
+        positions = torch.arange(n, device=states.device)
+        keys = torch.where(known, (documents[:, None] * 2**32 + word_ids).reshape(n), -1 - positions)  # (N,)
+        sorted_keys, order = keys.sort()
+        starts = torch.ones_like(known)
+        starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        group = torch.empty_like(order).scatter_(0, order, starts.long().cumsum(0) - 1)  # (N,) each position's group
+        own = torch.where(known[:, None], states.reshape(n, size), 0.0)  # (N, D), zeros where unknown
+        sums = own.new_zeros(n, size).index_add_(0, group, own)  # (G <= N, D): in position order, as a loop would
+        counts = own.new_zeros(n).index_add_(0, group, known.to(own.dtype))
+        others = (counts[group] - 1).clamp(min=0)  # (N,)
         # A word seen once gets sum - own = 0 exactly.
         mean = (sums[group] - own) / others.clamp(min=1.0)[:, None]  # (N, D)
-        memory = states.new_zeros(batch, length, size + 1)  # (B, T, D + 1)
-        memory[known] = torch.cat([mean, torch.log1p(others)[:, None]], dim=-1)
-        return memory
+        memory = torch.where(known[:, None], torch.cat([mean, torch.log1p(others)[:, None]], dim=-1), 0.0)
+        return memory.reshape(batch, length, size + 1)

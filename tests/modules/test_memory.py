@@ -49,3 +49,13 @@ def test_unpadded_call_equals_the_masked_one():
     memory = DocumentMemory(vocab_size=5)
     full = torch.ones(2, 3, dtype=torch.bool)
     torch.testing.assert_close(memory(states, word_ids, documents, None), memory(states, word_ids, documents, full))
+
+
+def test_memory_has_fixed_shapes_and_no_host_sync():
+    """On the meta device a tensor has no data: an operation whose output shape depends on values (boolean
+    indexing, torch.unique, nonzero), which needs a host sync on a GPU, raises there."""
+    states = torch.randn(3, 5, 4, device="meta")
+    word_ids = torch.randint(0, 9, (3, 5)).to("meta")
+    documents = torch.tensor([0, 0, 1]).to("meta")
+    mask = torch.ones(3, 5, dtype=torch.bool).to("meta")
+    assert DocumentMemory(vocab_size=9)(states, word_ids, documents, mask).shape == (3, 5, 5)
