@@ -60,3 +60,13 @@ def test_singleton_dropout_replaces_only_singletons_and_only_in_training():
     assert not (embedder(word_ids, None, casing_ids, None) == unk).all(-1).any()
     with pytest.raises(ValueError, match="singleton_dropout"):
         TokenEmbedder(vocab_size=10, num_chars=5, singleton_dropout=1.0)
+
+
+def test_the_pretrained_table_moves_with_the_module_but_is_no_buffer_for_ddp_to_broadcast():
+    embedder = TokenEmbedder(vocab_size=5, num_chars=4, word_dim=3, char_encoder="none")
+    embedder.set_pretrained_table(torch.ones(7, 3))
+    assert "pretrained_table" not in dict(embedder.named_buffers())  # DDP broadcasts buffers at every step
+    embedder.to(torch.float64)
+    assert embedder.pretrained_table.dtype == torch.float64 and embedder.pretrained_table.shape == (7, 3)
+    assert embedder(torch.tensor([[6]]), torch.ones(1, 1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long),
+                    None).dtype == torch.float64  # fmt: skip
