@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
@@ -60,15 +59,19 @@ print(json.dumps({{"test_sps": best, "test_f1": float(model.test_results.get("f1
 def run(command: list[str], threads: int) -> tuple[str, float, float]:
     """(stdout, wall seconds, peak RSS MiB of the child) of a command; stops with its output when it fails."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
-    if done.returncode:
-        sys.stderr.write(done.stdout[-2000:] + done.stderr[-4000:])
-        raise SystemExit(f"failed with exit code {done.returncode}: {shlex.join(command)}")
-    return done.stdout, wall, peak
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS (Linux: KiB)
+        wall = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read()
+        if child.returncode:
+            sys.stderr.write(stdout[-2000:] + err.read()[-4000:])
+            raise SystemExit(f"failed with exit code {child.returncode}: {shlex.join(command)}")
+    return stdout, wall, usage.ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
