@@ -2,26 +2,27 @@
 # Side-by-side CPU speed of three BiLSTM-CRF taggers on CoNLL-2003, 1 thread, alternating A/B/A/B:
 #   seqtag (configs/bench/ncrfpp_size.yaml) | NCRF++ | seqtag (configs/bench/flair_size.yaml) | flair   x ROUNDS
 # Run it from the seqtag checkout, after setup.sh:
-#   bash ../shared/peers/run.sh              # full: one training epoch of eng.train per run, 2 rounds
-#   bash ../shared/peers/run.sh --quick      # first 300 training batches per run, 1 timed decode pass
+#   PEERS_HARNESS=<harness folder> bash scripts/peers_run.sh          # full: one training epoch of eng.train per run, 2 rounds
+#   PEERS_HARNESS=<harness folder> bash scripts/peers_run.sh --quick  # first 300 training batches per run, 1 timed decode pass
 #   options: --rounds N (default 2); --e2e (also seqtag as a user runs it: `seqtag fit` epoch, `seqtag test` loop,
 #            a whole `seqtag predict` process); --fit-epochs N (--e2e: extra fit epochs, the first then untimed;
 #            default 0 = one epoch, timed from its first batch like the peers'); --max-batches N (overrides
 #            --quick's 300); --out FILE
-# Environment: PEERS_WORK (default ~/.cache/seqtag-peers), PEERS_DATA (default ../shared/data),
+# Environment: PEERS_WORK (default ~/.cache/seqtag-peers), PEERS_DATA (default data/ in the checkout),
 #   PEERS_NO_REINSTALL=1 (skip the editable re-install of the checkout before measuring).
 # Output: $PEERS_WORK/results-<UTC date>[-quick][-e2e].md, also printed; every run's log and JSON under
-#   $PEERS_WORK/runs/<timestamp>[-quick][-e2e]/. MEASURES.md (beside this script) says what each figure includes.
+#   $PEERS_WORK/runs/<timestamp>[-quick][-e2e]/. MEASURES.md (in the harness folder) says what each figure includes.
 set -uo pipefail
 
-# A copy of ../shared/peers/run.sh (the side-by-side harness) with one change: the end-to-end `seqtag predict` is
+# A copy of the side-by-side harness's run.sh with one change: the end-to-end `seqtag predict` is
 # the README's form, `seqtag predict --ckpt_path best.ckpt --data.predict FILE --predict_output OUT` (the checkpoint
 # alone), instead of `--config <size>.yaml --data.vocab <vocab.json>`, which goes through LightningCLI. The harness's
-# other files are used from PEERS_HARNESS (default: ../shared/peers beside the checkout).
-HERE="$(cd "${PEERS_HARNESS:-$(pwd)/../shared/peers}" && pwd)"
+# other files (setup.sh, the NCRF++ and flair drivers, collect.py) are used from PEERS_HARNESS, its folder.
+[ -n "${PEERS_HARNESS:-}" ] || { echo "peers_run.sh: set PEERS_HARNESS to the harness's folder" >&2; exit 2; }
+HERE="$(cd "$PEERS_HARNESS" && pwd)"
 CHECKOUT="$(pwd)"
 W="${PEERS_WORK:-$HOME/.cache/seqtag-peers}"
-DATA="${PEERS_DATA:-$CHECKOUT/../shared/data}"
+DATA="${PEERS_DATA:-$CHECKOUT/data}"
 
 QUICK=0
 E2E=0
