@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         out, _, _ = run([python, "-c", code], args.threads)
         test = json.loads(out.strip().splitlines()[-1])
-        test_file = paths[paths.index("--data.test") + 1]
+        test_file = _data_path(args.config, paths, "test")
         seqtag = str(Path(python).with_name("seqtag"))
         output = Path(scratch, "predictions.conll")
         predict = [seqtag, "predict", "--ckpt_path", str(checkpoint), "--data.predict", test_file]
@@ -132,11 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _data_path(config: str, paths: list[str], split: str) -> str:
+    """The config's ``data.<split>``, as resolved under ``--data-root`` when it starts with ``data/``."""
+    import yaml
+
+    if f"--data.{split}" in paths:
+        return paths[paths.index(f"--data.{split}") + 1]
+    return str((yaml.safe_load(Path(config).read_text()) or {})["data"][split])
+
+
 def _train_sentences(config: str, paths: list[str]) -> int:
     """Sentences in one epoch of the config's training data."""
     from seqtag.data.datamodule import TaggingDataModule  # noqa: E402
 
-    train = paths[paths.index("--data.train") + 1]
+    train = _data_path(config, paths, "train")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return len(TaggingDataModule(train=train).sentences("train"))
