@@ -132,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seqtag: error: {err}", file=sys.stderr)
         except BrokenPipeError:
             status = quiet_broken_pipe()
+        except SystemExit:  # `seqtag fit --help | head`: argparse printed and exits; its output may meet a closed pipe
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                quiet_broken_pipe()
+            raise
         finally:
             finish_wandb_run(status)
     return status
