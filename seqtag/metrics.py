@@ -129,13 +129,14 @@ class SpanF1(Metric):
         preds, target = preds.where(mask, 0), target.where(mask, 0)
         self._check_ids(preds)
         self._check_ids(target)
-        tp, n_pred, n_gold = self._tables.counts(preds, target, mask, len(self.types))
+        pred_spans, gold_spans = self._tables.spans(preds, mask), self._tables.spans(target, mask)
+        tp, n_pred, n_gold = self._tables.counts(pred_spans, gold_spans, mask, len(self.types))
         self.tp += tp.to(self.tp.device)
         self.n_pred += n_pred.to(self.tp.device)
         self.n_gold += n_gold.to(self.tp.device)
         if self.data_scheme != self.scheme:  # spans are the same in every scheme, tags are not
             convert = self._conversion()
-            preds, target = convert(preds, mask), convert(target, mask)
+            preds, target = convert(preds, mask, pred_spans), convert(target, mask, gold_spans)
         self.correct_tokens += ((preds == target) & mask).sum()
         self.total_tokens += mask.sum()
 

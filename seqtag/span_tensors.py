@@ -65,11 +65,12 @@ class SpanTables:
         return starts[:, :length], ends[:, :length], types[:, :length]
 
     def counts(
-        self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, n_types: int
+        self, preds: torch.Tensor | tuple, target: torch.Tensor | tuple, mask: torch.Tensor, n_types: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(n_types,) counts of correct, predicted and gold spans per type: ``conlleval.span_counts``."""
-        pred_starts, pred_ends, pred_types = self.spans(preds, mask)
-        gold_starts, gold_ends, gold_types = self.spans(target, mask)
+        """(n_types,) counts of correct, predicted and gold spans per type: ``conlleval.span_counts``. ``preds`` and
+        ``target`` are ids, or their :meth:`spans`."""
+        pred_starts, pred_ends, pred_types = preds if isinstance(preds, tuple) else self.spans(preds, mask)
+        gold_starts, gold_ends, gold_types = target if isinstance(target, tuple) else self.spans(target, mask)
         correct = pred_starts & gold_starts & (pred_ends == gold_ends) & (pred_types == gold_types)
         return (
             torch.bincount(pred_types[correct], minlength=n_types),
@@ -100,11 +101,12 @@ class SchemeConversion:
         )
         self.prefix = {p: i for i, p in enumerate(prefixes)}
 
-    def __call__(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids → (B, T) ids in ``data_labels`` (0 where ``mask`` is False)."""
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor, spans: tuple | None = None) -> torch.Tensor:
+        """(B, T) ids → (B, T) ids in ``data_labels`` (0 where ``mask`` is False). ``spans``: the ids'
+        :meth:`SpanTables.spans` when already found (with the same labels and types)."""
         device = ids.device
         batch, length = ids.shape
-        starts, ends, types = self.tables.spans(ids, mask)
+        starts, ends, types = spans if spans is not None else self.tables.spans(ids, mask)
         positions = torch.arange(length, device=device).expand(batch, -1)
         span_start = torch.where(starts, positions, -1).cummax(1).values  # (B, T): the last start at or before t
         has_start = span_start >= 0

@@ -294,13 +294,19 @@ class ConditionalRandomField(nn.Module):
             keep = torch.arange(k, device=emissions.device).expand(b, k)  # (B, K) identity backpointers
             score = start + emissions[:, 0]  # (B, K)
             backpointers = []
+            # On CPU, exact-length batches (the default there) skip the masking: one host check per batch.
+            padded = emissions.device.type != "cpu" or not bool(mask.all())
             steps = zip(emissions.unbind(1)[1:], mask.unsqueeze(2).unbind(1)[1:])  # (B, K), (B, 1) per step
             for emission, step in steps:
                 # score[b, prev, None] + transitions[prev, cur] -> best prev for each cur
                 best, prev = (score.unsqueeze(2) + transitions).max(dim=1)  # (B, K), (B, K)
-                score = torch.where(step, best + emission, score)
-                # A masked step keeps every tag: tag at i is the tag at i - 1.
-                backpointers.append(torch.where(step, prev, keep))
+                if padded:
+                    score = torch.where(step, best + emission, score)
+                    # A masked step keeps every tag: tag at i is the tag at i - 1.
+                    backpointers.append(torch.where(step, prev, keep))
+                else:
+                    score = best + emission
+                    backpointers.append(prev)
             tag = (score + end).argmax(dim=1, keepdim=True)  # (B, 1)
             path = [tag]
             for pointers in reversed(backpointers):
