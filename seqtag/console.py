@@ -86,3 +86,14 @@ def quiet_broken_pipe() -> int:
     except (OSError, ValueError):  # no real file descriptor (a test's captured stdout)
         pass
     return 1
+
+
+def flag(value: str) -> bool:
+    """A true/false command-line value as LightningCLI reads it: true, 1, yes or false, 0, no."""
+    import argparse
+
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")

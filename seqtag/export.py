@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from seqtag.data.predict_input import READING_OPTIONS
 from seqtag.errors import SeqtagInputError
 from seqtag.onnx_runner import FORMAT, FORMAT_VERSION, vocab_path
 
@@ -40,16 +41,6 @@ OPSET = 18
 INPUTS = ("word_ids", "char_ids", "casing_ids", "lengths")
 CRF_OUTPUTS = ("tag_ids", "emissions", "log_alpha", "log_beta", "log_z")
 SOFTMAX_OUTPUTS = ("tag_ids", "emissions")
-# Data options that say how to read files to tag, kept from the checkpoint (as `seqtag predict --ckpt_path` does).
-READING_OPTIONS = (
-    "format",
-    "token_column",
-    "tag_column",
-    "hub_config",
-    "feature_columns",
-    "encoding",
-    "eval_batch_size",
-)
 
 
 def check_exportable(hparams: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from seqtag.console import flag
 from seqtag.data import schemes
 from seqtag.data.predict_input import read_sentences
 from seqtag.data.vocab import Vocab
@@ -342,14 +343,6 @@ def _chunks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield chunk
 
 
-def _flag(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqtag predict --onnx",
@@ -361,7 +354,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--predict_output", default=None, help="default: runs/predictions/<input>.pred.<format>")
     parser.add_argument("--predict_format", choices=("conll", "jsonl"), default=None)
     parser.add_argument(
-        "--marginals", type=_flag, nargs="?", const=True, default=False, help="per-token tag probabilities"
+        "--marginals", type=flag, nargs="?", const=True, default=False, help="per-token tag probabilities"
     )
     parser.add_argument("--n_best", type=int, default=0, help="not in the graph: only 0")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime's threads. Default: one per core")

@@ -195,3 +195,16 @@ def test_char_dropout_acts_in_training_only(char_encoder):
     assert torch.equal(model(b), model(b))
     model.train()
     assert not torch.equal(model(b), model(b))
+
+
+def test_the_network_takes_the_taggers_model_arguments_with_the_same_defaults():
+    import inspect
+
+    from seqtag.network import TaggerNetwork
+
+    tagger = dict(inspect.signature(Tagger.__init__).parameters)
+    network = dict(inspect.signature(TaggerNetwork.__init__).parameters)
+    for name in ("optimizer", "lr_scheduler"):  # the LightningModule's own
+        tagger.pop(name)
+    assert list(tagger) == list(network)
+    assert {k: p.default for k, p in tagger.items()} == {k: p.default for k, p in network.items()}

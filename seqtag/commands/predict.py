@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from seqtag.console import flag
+from seqtag.data.predict_input import READING_OPTIONS
 from seqtag.errors import SeqtagInputError
 
 # The data module's defaults for the options read here (TaggingDataModule.__init__; a test checks they agree).
@@ -35,25 +37,9 @@ DATA_DEFAULTS: dict[str, Any] = {
     "batch_by_document": None,
     "predict_chunk_size": 10_000,
 }
-# Data options taken from the checkpoint unless given (SeqtagCLI.READING_OPTIONS).
-FROM_CHECKPOINT = (
-    "format",
-    "token_column",
-    "tag_column",
-    "hub_config",
-    "feature_columns",
-    "encoding",
-    "eval_batch_size",
-    "eval_bucketing",
-)
-
-
-def _flag(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+# Data options taken from the checkpoint unless given (SeqtagCLI.READING_OPTIONS, less unknown_labels: tagging
+# scores nothing).
+FROM_CHECKPOINT = (*READING_OPTIONS, "eval_bucketing")
 
 
 def _value(text: str) -> Any:
@@ -71,13 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--predict_output")
     parser.add_argument("--predict_format", choices=("conll", "jsonl"))
     parser.add_argument("--n_best", type=int, default=0)
-    parser.add_argument("--marginals", type=_flag, nargs="?", const=True, default=False)
+    parser.add_argument("--marginals", type=flag, nargs="?", const=True, default=False)
     for name in DATA_DEFAULTS:
         parser.add_argument(f"--data.{name}", dest=name, type=_value)
     parser.add_argument("--trainer.default_root_dir", dest="root", default="runs")
     parser.add_argument("--trainer.accelerator", dest="accelerator", default="auto")
     parser.add_argument("--trainer.devices", dest="devices", type=_value, default="auto")
-    parser.add_argument("--trainer.enable_progress_bar", dest="progress_bar", type=_flag, default=True)
+    parser.add_argument("--trainer.enable_progress_bar", dest="progress_bar", type=flag, default=True)
     parser.add_argument("--trainer.logger", dest="logger", type=_value, default=None)  # tagging logs nothing
     return parser
 

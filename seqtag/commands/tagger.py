@@ -25,6 +25,7 @@ from seqtag.callbacks import (
     run_conventions,
 )
 from seqtag.data.datamodule import TaggingDataModule
+from seqtag.data.predict_input import READING_OPTIONS
 from seqtag.errors import SeqtagInputError
 from seqtag.loggers import WandbLogger
 from seqtag.tagger import Tagger
@@ -124,17 +125,7 @@ class SeqtagCLI(LightningCLI):
                     config.trainer.logger = False
 
     # Data options that say how to read files: taken from the checkpoint unless given (values other than defaults).
-    READING_OPTIONS = (
-        "format",
-        "token_column",
-        "tag_column",
-        "hub_config",
-        "feature_columns",
-        "encoding",
-        "unknown_labels",
-        "eval_batch_size",
-        "eval_bucketing",
-    )
+    READING_OPTIONS = (*READING_OPTIONS, "unknown_labels", "eval_bucketing")
 
     def _options_from_checkpoint(self, config) -> None:
         """``seqtag test|validate|predict --ckpt_path X``: the checkpoint is all it takes. The model's options, the

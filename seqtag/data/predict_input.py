@@ -9,6 +9,18 @@ from typing import Any
 
 from seqtag.errors import SeqtagInputError
 
+# Data options that say how to read a file to tag: a checkpoint keeps them, and tagging takes them from it unless
+# given (seqtag predict with or without Lightning, seqtag export).
+READING_OPTIONS = (
+    "format",
+    "token_column",
+    "tag_column",
+    "hub_config",
+    "feature_columns",
+    "encoding",
+    "eval_batch_size",
+)
+
 
 def read_sentences(source: str, options: dict[str, Any], mode: str) -> Iterator[dict[str, Any]]:
     """The data to tag, a sentence at a time, read as ``seqtag predict --ckpt_path`` reads it (``TaggingDataModule``'s
