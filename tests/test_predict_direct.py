@@ -71,6 +71,8 @@ def test_seqtag_predict_imports_no_lightning(checkpoint, inputs, tmp_path):  # n
         ["--data.word_vectors", "vectors.txt"],
         ["--trainer.logger", "true"],
         ["--help"],
+        ["--predict_format", "xml"],  # a bad value: LightningCLI's message names it
+        ["--n_best", "two"],
     ],
 )
 def test_other_arguments_go_to_lightning(checkpoint, inputs, tmp_path, extra):  # noqa: F811

@@ -50,7 +50,7 @@ def _value(text: str) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seqtag predict", add_help=False, allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="seqtag predict", add_help=False, allow_abbrev=False, exit_on_error=False)
     parser.add_argument("--ckpt_path")
     parser.add_argument("--model")
     parser.add_argument("--data.predict", dest="predict")
@@ -90,7 +90,10 @@ def predict_main(args: list[str]) -> int | None:
     without doing anything when the arguments need LightningCLI."""
     if any(a in ("-h", "--help") for a in args):
         return None
-    options, unknown = _parser().parse_known_args(args)
+    try:
+        options, unknown = _parser().parse_known_args(args)
+    except argparse.ArgumentError:
+        return None  # a value this parser does not take: LightningCLI says what is wrong with it
     if unknown or options.predict is None or bool(options.ckpt_path) == bool(options.model):
         return None
     if options.logger not in (None, False):
