@@ -22,6 +22,7 @@ Stop it with Ctrl-C or SIGTERM.
 # No `from __future__ import annotations`: LitServe reads decode_request's annotation (PredictBody) as the body type
 # FastAPI checks, and a string there would not resolve.
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -160,10 +161,17 @@ class TaggerAPI(ls.LitAPI):
 
 
 class BodySizeLimit:
-    """Answers 413 to a body over ``max_bytes``: at once from its Content-Length, else as it streams in."""
+    """Answers 413 to a body over ``max_bytes``: at once from its Content-Length, else as it streams in.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Before answering it reads and drops the rest of the body, up to ``drain_bytes`` or ``drain_seconds``: a client
+    (curl, urllib, requests) sends its whole body before it reads the answer, and a server that closes a connection
+    with unread data resets it, so the client would see a broken connection instead of the 413 ("lingering close",
+    as nginx does). A body beyond those bounds still gets the answer, with the connection closed after it.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, drain_bytes: int = 8 << 20, drain_seconds: float = 5.0) -> None:
         self.app, self.max_bytes = app, max_bytes
+        self.drain_bytes, self.drain_seconds = drain_bytes, drain_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -171,6 +179,7 @@ class BodySizeLimit:
         message = f"the body is larger than {self.max_bytes} bytes (max_request_bytes)"
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
+            await self._drain(receive, more_body=True)
             return await JSONResponse({"detail": message}, 413)(scope, receive, send)
         received = 0
 
@@ -179,10 +188,28 @@ class BodySizeLimit:
             event = await receive()
             received += len(event.get("body", b""))
             if received > self.max_bytes:
+                await self._drain(receive, more_body=event.get("more_body", False))
                 raise HTTPException(413, message)  # FastAPI passes it on as it is while reading the body
             return event
 
         await self.app(scope, counting_receive, send)
+
+    async def _drain(self, receive: Receive, more_body: bool) -> None:
+        """Reads and drops body events until the body ends or the drain bounds are reached."""
+
+        async def drop() -> None:
+            dropped, more = 0, more_body
+            while more and dropped <= self.drain_bytes:
+                event = await receive()
+                if event["type"] != "http.request":  # the client went away
+                    return
+                dropped += len(event.get("body", b""))
+                more = event.get("more_body", False)
+
+        try:
+            await asyncio.wait_for(drop(), self.drain_seconds)
+        except asyncio.TimeoutError:
+            pass
 
 
 async def _invalid_request(request: Any, exc: RequestValidationError) -> JSONResponse:
