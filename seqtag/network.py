@@ -21,7 +21,7 @@ from seqtag.errors import SeqtagInputError
 from seqtag.modules.crf import ConditionalRandomField
 from seqtag.modules.dropout import Dropout, LockedDropout
 from seqtag.modules.embeddings import TokenEmbedder
-from seqtag.modules.encoder import DocumentEncoder, RNNEncoder
+from seqtag.modules.encoder import LAYOUT_KEYS, DocumentEncoder, RNNEncoder
 from seqtag.modules.memory import DocumentMemory
 
 # Where a checkpoint keeps the character LMs' and the transformer's specs (seqtag.modules.contextual.SPECS_KEY,
@@ -182,6 +182,12 @@ class TaggerNetwork(nn.Module):
         return self.memory is not None or isinstance(self.encoder, DocumentEncoder)
 
     @property
+    def joins_documents(self) -> bool:
+        """Whether the encoder reads each document's sentences as one sequence (``document_context``): its batches
+        then carry :func:`~seqtag.modules.encoder.document_layout`."""
+        return isinstance(self.encoder, DocumentEncoder)
+
+    @property
     def reads_token_text(self) -> bool:
         """Whether batches must carry the tokens' text (``token_codes``, see :mod:`seqtag.data.token_text`): a
         transformer splits the words into its own subwords."""
@@ -210,8 +216,11 @@ class TaggerNetwork(nn.Module):
         """
         lengths = batch["lengths"]
         mask = length_mask(lengths, batch["word_ids"].shape[1])  # (B, T)
-        # One host check per batch; exact-length batches (the default bucketing) then skip every masking step.
-        padded = not bool(mask.all())
+        layout = {key: batch[key] for key in LAYOUT_KEYS} if LAYOUT_KEYS[0] in batch else None
+        # One host check per batch; exact-length batches (the default bucketing) then skip every masking step. A
+        # batch that brings its document layout (the data module adds it for document_context) is read as padded
+        # without a look: its forward pass then reads nothing on the host.
+        padded = layout is not None or not bool(mask.all())
         tokens = self.embedder(
             batch["word_ids"],
             batch["char_ids"],
@@ -229,7 +238,7 @@ class TaggerNetwork(nn.Module):
                 )
             tokens = torch.cat([tokens, self.transformer(batch["token_codes"], lengths)], dim=-1)  # (B, T, E + H_tr)
         if isinstance(self.encoder, DocumentEncoder):
-            encoded = self.encoder(self.dropout(tokens), mask if padded else None, batch["document"], batch["index"])
+            encoded = self.encoder(self.dropout(tokens), lengths, batch["document"], batch["index"], layout)
         else:
             encoded = self.encoder(self.dropout(tokens), lengths if padded else None)  # (B, T, 2H)
         if self.memory is not None:

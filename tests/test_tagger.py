@@ -1,5 +1,7 @@
 """The Tagger with every encoder cell and head: one training step lowers nothing to NaN, decoding is well formed."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -208,3 +210,28 @@ def test_the_network_takes_the_taggers_model_arguments_with_the_same_defaults():
         tagger.pop(name)
     assert list(tagger) == list(network)
     assert {k: p.default for k, p in tagger.items()} == {k: p.default for k, p in network.items()}
+
+
+def test_document_model_step_has_fixed_shapes_and_no_host_sync(monkeypatch):
+    """The shipped CoNLL-2003 model (character CNN, casing, word and singleton dropout, document context and memory,
+    CRF) with a batch that carries its document layout, as the data module gives it: emissions and loss run on the
+    meta device, where any host read or value-dependent shape raises (what would stall a GPU step); on the CPU the
+    layout changes nothing."""
+    from seqtag.modules.encoder import document_layout
+
+    torch.manual_seed(0)
+    options = dict(SIZES, casing_dim=3, word_dropout=0.05, singleton_dropout=0.5)
+    model = Tagger(LABELS, "BIOES", document_context=True, document_memory=True, **options).eval()
+    batch = collate([dict(PARIS, document=0), dict(AGAIN, document=0), dict(PARIS, document=1, index=2)])
+    with_layout = {**batch, **document_layout(batch["lengths"], batch["document"], batch["index"], 3)}
+    with torch.no_grad():
+        torch.testing.assert_close(model(with_layout), model(batch), rtol=0, atol=0)
+    model.to("meta").train()
+    meta = {key: value.to("meta") for key, value in with_layout.items()}
+    emissions = model(meta)
+    assert emissions.shape == (3, 3, len(LABELS)) and emissions.device.type == "meta"
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        model({key: meta[key] for key in batch})  # without its layout the batch is read on the host
+    # autocast has no meta device; the CRF only turns it off
+    monkeypatch.setattr(torch, "autocast", lambda device_type, enabled: contextlib.nullcontext())
+    assert model.loss(emissions, meta["tag_ids"], length_mask(meta["lengths"], 3)).shape == ()

@@ -258,6 +258,10 @@ class TokenEmbedder(nn.Module):
         parts = [self._word_vectors(word_ids)]  # (B, T, word_dim)
         if self.chars is not None and mask is None:
             parts.append(self.chars(char_ids.flatten(0, 1)).unflatten(0, word_ids.shape))  # (B, T, F)
+        elif self.chars is not None and word_ids.device.type != "cpu" and isinstance(self.chars, CharCNN):
+            # Off the CPU, fixed shapes (no host sync for boolean indexing): every position, padding zeroed.
+            chars = self.chars.forward_padded(char_ids.flatten(0, 1)).unflatten(0, word_ids.shape)  # (B, T, F)
+            parts.append(chars.masked_fill(~mask[..., None], 0.0))
         elif self.chars is not None:
             real = self.chars(char_ids[mask])  # (N, F) over real tokens only
             chars = real.new_zeros(*word_ids.shape, real.shape[-1])

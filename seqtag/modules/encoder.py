@@ -72,6 +72,43 @@ class RNNEncoder(nn.Module):
         return pad_packed_sequence(output, batch_first=True, total_length=total)[0]  # (B, T, D*H)
 
 
+LAYOUT_KEYS = ("document_source", "document_target", "document_lengths")
+
+
+def document_layout(lengths: torch.Tensor, documents: torch.Tensor, index: torch.Tensor, width: int) -> dict:
+    """Where each token of a batch goes when its documents' sentences are joined, as index tensors.
+
+    Computed where the batch is built (on the CPU, by the data module before the batch moves to its device), so the
+    encoder itself reads no value on the host and every shape it makes is that of a layout tensor: no host sync and
+    no data-dependent shape on a GPU.
+
+    Shape:
+        lengths, documents, index: (B,);  width: T, the batch's padded length;
+        returns: ``document_source`` (R, L), for each step of each joined document the flat position (``b * T + t``)
+        of its token in the batch, ``B * T`` at padding; ``document_target`` (B, T), for each token its flat
+        position (``r * L + l``) in the joined documents, ``R * L`` at padding; ``document_lengths`` (R,)
+    """
+    batch = lengths.shape[0]
+    real = torch.arange(width, device=lengths.device) < lengths[:, None]  # (B, T)
+    order = torch.argsort(index)  # (B,) rows in reading order
+    ordered_documents = documents[order]
+    starts = torch.ones(batch, dtype=torch.long, device=lengths.device)
+    starts[1:] = (ordered_documents[1:] != ordered_documents[:-1]).long()
+    row_run = torch.cumsum(starts, 0) - 1  # (B,) which joined document each row (in reading order) belongs to
+    ordered_real = real[order]  # (B, T)
+    token_run = row_run[:, None].expand(batch, width)[ordered_real]  # (N,)
+    run_lengths = torch.bincount(token_run, minlength=1)  # (R,)
+    run_starts = torch.cumsum(run_lengths, 0) - run_lengths  # (R,)
+    position = torch.arange(token_run.shape[0], device=lengths.device) - run_starts[token_run]  # (N,)
+    joined_width = max(int(run_lengths.max()), 1)
+    flat_token = (order[:, None] * width + torch.arange(width, device=lengths.device))[ordered_real]  # (N,)
+    source = torch.full((run_lengths.shape[0], joined_width), batch * width, dtype=torch.long, device=lengths.device)
+    source[token_run, position] = flat_token
+    target = torch.full((batch * width,), run_lengths.shape[0] * joined_width, dtype=torch.long, device=lengths.device)
+    target[flat_token] = token_run * joined_width + position
+    return {"document_source": source, "document_target": target.view(batch, width), "document_lengths": run_lengths}
+
+
 class DocumentEncoder(nn.Module):
     """A stacked bidirectional RNN that reads each document's sentences as one sequence.
 
@@ -84,6 +121,9 @@ class DocumentEncoder(nn.Module):
     are put back in reading order. The result is exactly that of packed sequences, and much faster on CPU, where a
     PackedSequence of a few long documents costs a step per token of the longest one at a small batch.
 
+    Where the tokens go is :func:`document_layout`: given with the batch (the data module adds it on the CPU), the
+    forward pass has fixed shapes and no host sync; without it, it is computed here from the batch.
+
     Args:
         input_size: E, the token representation size.
         hidden_size: H, hidden size per direction. Default: 200
@@ -92,8 +132,8 @@ class DocumentEncoder(nn.Module):
         dropout: dropout between layers (as in ``nn.LSTM``). Default: 0.0
 
     Shape:
-        inputs: (B, T, E);  mask: (B, T) bool, True for real tokens, or None when nothing is padded;
-        documents: (B,) document ids;  index: (B,) each row's position in its split (reading order);
+        inputs: (B, T, E);  lengths, documents: (B,) document ids;  index: (B,) each row's position in its split
+        (reading order);  layout: :func:`document_layout`'s tensors, or None;
         returns: (B, T, 2H), zeros at padded positions.
     """
 
@@ -114,26 +154,22 @@ class DocumentEncoder(nn.Module):
         self.output_size = 2 * hidden_size
 
     def forward(
-        self, inputs: torch.Tensor, mask: torch.Tensor | None, documents: torch.Tensor, index: torch.Tensor
+        self,
+        inputs: torch.Tensor,
+        lengths: torch.Tensor,
+        documents: torch.Tensor,
+        index: torch.Tensor,
+        layout: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         batch, length, size = inputs.shape
-        if mask is None:
-            mask = torch.ones(batch, length, dtype=torch.bool, device=inputs.device)
-        order = torch.argsort(index)  # (B,) rows in reading order
-        ordered_mask = mask[order]  # (B, T)
-        ordered_documents = documents[order]
-        starts = torch.ones(batch, dtype=torch.long, device=inputs.device)
-        starts[1:] = (ordered_documents[1:] != ordered_documents[:-1]).long()
-        row_run = torch.cumsum(starts, 0) - 1  # (B,) which joined document each row belongs to
-        token_run = row_run[:, None].expand(batch, length)[ordered_mask]  # (N,)
-        run_lengths = torch.bincount(token_run)  # (R,)
-        run_starts = torch.cumsum(run_lengths, 0) - run_lengths  # (R,)
-        position = torch.arange(token_run.shape[0], device=inputs.device) - run_starts[token_run]  # (N,)
-        width = int(run_lengths.max())
-        joined = inputs.new_zeros(run_lengths.shape[0], width, size)  # (R, L, E)
-        joined[token_run, position] = inputs[order][ordered_mask]
+        if layout is None:
+            layout = document_layout(lengths, documents, index, length)
+        source, target, run_lengths = (layout[key] for key in LAYOUT_KEYS)
+        # A zero row after the flat tokens: padding slots of the joined documents read it.
+        flat = torch.cat([inputs.reshape(batch * length, size), inputs.new_zeros(1, size)])  # (B * T + 1, E)
+        joined = flat[source]  # (R, L, E)
         # reversal[r, t]: where step t of document r's reversed reading is; padding stays in place.
-        steps = torch.arange(width, device=inputs.device)[None, :]  # (1, L)
+        steps = torch.arange(source.shape[1], device=inputs.device)[None, :]  # (1, L)
         real = steps < run_lengths[:, None]  # (R, L)
         reversal = torch.where(real, run_lengths[:, None] - 1 - steps, steps)  # (R, L)
         states = joined
@@ -145,8 +181,6 @@ class DocumentEncoder(nn.Module):
             backward_states = backward_rnn(states.gather(1, flip))[0]  # (R, L, H), reversed reading
             flip = reversal[..., None].expand(-1, -1, backward_states.shape[-1])
             states = torch.cat([forward_states, backward_states.gather(1, flip)], dim=-1)  # (R, L, 2H)
-        ordered = states.new_zeros(batch, length, self.output_size)  # (B, T, 2H)
-        ordered[ordered_mask] = states[token_run, position]
-        result = torch.empty_like(ordered)
-        result[order] = ordered
-        return result
+        out = states.reshape(-1, self.output_size)
+        out = torch.cat([out, out.new_zeros(1, self.output_size)])  # (R * L + 1, 2H): padding reads the zero row
+        return out[target]  # (B, T, 2H)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence, pad_packed_sequence
 
-from seqtag.modules.encoder import DocumentEncoder, RNNEncoder
+from seqtag.modules.encoder import DocumentEncoder, RNNEncoder, document_layout
 
 
 def test_equal_length_batch_runs_unpacked_with_the_packed_result():
@@ -53,7 +53,7 @@ def test_document_encoder_reads_each_document_as_one_packed_sequence(cell):
     index = torch.tensor([1, 0, 7, 2, 6])  # reading order: rows 1, 0, 3 (document 10), then rows 4, 2 (document 12)
     inputs = torch.randn(5, 5, 5)
     mask = torch.arange(5)[None, :] < lengths[:, None]
-    states = encoder(inputs, mask, documents, index)  # (B, T, 2H)
+    states = encoder(inputs, lengths, documents, index)  # (B, T, 2H)
     joined = [torch.cat([inputs[1, :5], inputs[0, :3], inputs[3, :4]]), torch.cat([inputs[4, :1], inputs[2, :2]])]
     expected = pad_packed_sequence(reference(pack_sequence(joined, enforce_sorted=False))[0], batch_first=True)[0]
     for row, document, start in [(1, 0, 0), (0, 0, 5), (3, 0, 8), (4, 1, 0), (2, 1, 1)]:
@@ -62,13 +62,33 @@ def test_document_encoder_reads_each_document_as_one_packed_sequence(cell):
     assert not states[~mask].any()  # zeros at padding
 
 
-def test_document_encoder_without_padding_and_gradients():
-    """Unpadded rows (mask None) give the same states as an all-True mask; gradients reach every real input."""
+def test_document_encoder_gradients_reach_every_real_input():
     torch.manual_seed(0)
     encoder = DocumentEncoder(3, 2)
     inputs = torch.randn(2, 4, 3, requires_grad=True)
-    documents, index = torch.tensor([0, 0]), torch.tensor([0, 1])
-    states = encoder(inputs, None, documents, index)
-    torch.testing.assert_close(states, encoder(inputs, torch.ones(2, 4, dtype=torch.bool), documents, index))
+    documents, index, lengths = torch.tensor([0, 0]), torch.tensor([0, 1]), torch.tensor([4, 4])
+    states = encoder(inputs, lengths, documents, index)
     states[0, 0].sum().backward()  # the first token's backward state reads the whole document
     assert (inputs.grad.abs().sum(-1) > 0).all()
+
+
+def test_document_layout_given_has_fixed_shapes_and_no_host_sync():
+    """With the layout built beforehand (on the CPU, where the data module builds it), the encoder gives the same
+    states, and it runs on the meta device, where a tensor has no values: an operation whose output shape depends
+    on values (boolean indexing, bincount, ``int(t.max())``), which costs a host sync on a GPU, raises there."""
+    torch.manual_seed(0)
+    encoder = DocumentEncoder(5, 4, num_layers=2).eval()
+    lengths = torch.tensor([3, 5, 2, 4, 1])
+    documents, index = torch.tensor([10, 10, 12, 10, 12]), torch.tensor([1, 0, 7, 2, 6])
+    inputs = torch.randn(5, 5, 5)
+    layout = document_layout(lengths, documents, index, width=5)
+    assert layout["document_source"].shape == (2, 12) and layout["document_lengths"].tolist() == [12, 3]
+    assert layout["document_target"].shape == (5, 5)
+    torch.testing.assert_close(
+        encoder(inputs, lengths, documents, index, layout), encoder(inputs, lengths, documents, index), rtol=0, atol=0
+    )
+    meta = {key: value.to("meta") for key, value in layout.items()}
+    tensors = [t.to("meta") for t in (inputs, lengths, documents, index)]
+    assert encoder.to("meta")(*tensors, meta).shape == (5, 5, 8)
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        encoder(*tensors)  # without the layout it reads values
