@@ -28,6 +28,7 @@ from seqtag.data.vocab import PRETRAINED_KEY, Vocab, load_checkpoint
 from seqtag.errors import NonFiniteLossError, SeqtagInputError
 from seqtag.metrics import SpanF1, TagConfusion, TokenAccuracy
 from seqtag.network import CHAR_LM_KEY, TRANSFORMER_KEY, TaggerNetwork, documents_turned_off, length_mask
+from seqtag.optim import fused_when_identical
 
 __all__ = ["Tagger", "length_mask"]
 
@@ -324,7 +325,7 @@ class Tagger(TaggerNetwork, L.LightningModule):
                 {"params": [p for p in params if id(p) not in encoder]},
                 {"params": [p for p in params if id(p) in encoder], "lr": self.hparams.transformer_lr},
             ]
-        optimizer = self.optimizer_factory(params)
+        optimizer = fused_when_identical(self.optimizer_factory(params))
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)

@@ -235,3 +235,28 @@ def test_document_model_step_has_fixed_shapes_and_no_host_sync(monkeypatch):
     # autocast has no meta device; the CRF only turns it off
     monkeypatch.setattr(torch, "autocast", lambda device_type, enabled: contextlib.nullcontext())
     assert model.loss(emissions, meta["tag_ids"], length_mask(meta["lengths"], 3)).shape == ()
+
+
+@pytest.mark.parametrize(("options", "fused"), [({}, True), ({"weight_decay": 1e-3}, True), ({"momentum": 0.9}, None)])
+def test_sgd_without_momentum_steps_fused_and_bit_for_bit_the_same(options, fused):
+    """configure_optimizers fuses plain SGD on the CPU (one pass per parameter); the weights after 20 steps equal
+    those of the optimizer as configured, to the bit. SGD with momentum is left as configured."""
+    import functools
+
+    from seqtag.optim import fused_when_identical
+
+    weights = {}
+    for name, make in [("configured", lambda opt: opt), ("chosen", fused_when_identical)]:
+        torch.manual_seed(0)
+        model = Tagger(LABELS, "BIOES", optimizer=functools.partial(torch.optim.SGD, lr=0.1, **options), **SIZES)
+        optimizer = model.configure_optimizers() if name == "chosen" else make(model.optimizer_factory(
+            [p for p in model.parameters() if p.requires_grad]))  # fmt: skip
+        assert optimizer.param_groups[0]["fused"] is (fused if name == "chosen" else None)
+        for step in range(20):
+            b = batch()
+            loss = model.loss(model(b), b["tag_ids"], length_mask(b["lengths"], 3)) * (1 + step % 3)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        weights[name] = [p.detach().clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(weights["configured"], weights["chosen"]))
