@@ -106,7 +106,12 @@ def build(args: argparse.Namespace, extra: list[str]):
     return cli.model, cli.datamodule
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, model) -> dict[str, torch.Tensor]:
+    """``batch`` on ``device``, with the document layout the data module adds for a ``document_context`` model."""
+    if getattr(model, "joins_documents", False):
+        from seqtag.modules.encoder import with_document_layout
+
+        batch = with_document_layout(batch)
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -145,7 +150,7 @@ def bench_train(model, dm, args, device: torch.device) -> tuple[float, float]:
     elapsed = 0.0
     for epoch in range(args.epochs + 1):  # epoch 0 only warms up
         loader.batch_sampler.set_epoch(epoch)
-        batches = [to_device(b, device) for b in loader]
+        batches = [to_device(b, device, model) for b in loader]
         if epoch == 0:
             for i, batch in enumerate(batches[: args.warmup]):
                 step(batch, i)
@@ -171,7 +176,7 @@ def profile_train(model, dm, args, device: torch.device) -> None:
     step = training_step(model, args, device)
     loader = dm.train_dataloader()
     loader.batch_sampler.set_epoch(0)
-    batches = [to_device(b, device) for b in loader][: args.warmup + args.profile]
+    batches = [to_device(b, device, model) for b in loader][: args.warmup + args.profile]
     for i, batch in enumerate(batches[: args.warmup]):
         step(batch, i)
     timed = batches[args.warmup :]
@@ -203,7 +208,7 @@ def bench_decode(model, dm, args, device: torch.device) -> float:
     model.eval()
     dm.hparams.eval_batch_size = args.eval_batch_size
     dm.hparams.eval_bucketing = dm.eval_bucketing(device.type)  # as under a Trainer on this device
-    batches = [to_device(b, device) for b in dm.test_dataloader()]
+    batches = [to_device(b, device, model) for b in dm.test_dataloader()]
     precision = args.decode_precision or args.precision
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     if precision == "bf16-true":  # as `--trainer.precision=bf16-true`: weights and activations in bfloat16

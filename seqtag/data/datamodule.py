@@ -680,12 +680,11 @@ class TaggingDataModule(L.LightningDataModule):
 
         raise_stream_error(batch)  # bad input met by a DataLoader worker streaming the data to tag
         model = self.trainer.lightning_module if self.trainer is not None else None
-        if getattr(model, "joins_documents", False) and "document_source" not in batch:
-            from seqtag.modules.encoder import document_layout
+        if getattr(model, "joins_documents", False):
+            from seqtag.modules.encoder import with_document_layout
 
             # Here, on the CPU, before the batch moves: the encoder on a GPU then reads nothing on the host.
-            width = batch["word_ids"].shape[1]
-            batch = {**batch, **document_layout(batch["lengths"], batch["document"], batch["index"], width)}
+            batch = with_document_layout(batch)
         return batch
 
     # ------------------------------------------------------------------------------------------ checkpointing

@@ -109,6 +109,15 @@ def document_layout(lengths: torch.Tensor, documents: torch.Tensor, index: torch
     return {"document_source": source, "document_target": target.view(batch, width), "document_lengths": run_lengths}
 
 
+def with_document_layout(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``batch`` (built on the CPU, with ``lengths``, ``document``, ``index`` and ``word_ids``) and its
+    :func:`document_layout`, for a model with ``document_context``, before the batch moves to its device."""
+    if LAYOUT_KEYS[0] in batch:
+        return batch
+    layout = document_layout(batch["lengths"], batch["document"], batch["index"], batch["word_ids"].shape[1])
+    return {**batch, **layout}
+
+
 class DocumentEncoder(nn.Module):
     """A stacked bidirectional RNN that reads each document's sentences as one sequence.
 
