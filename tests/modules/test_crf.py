@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 
 import pytest
 import torch
@@ -268,32 +267,6 @@ def test_bad_arguments_and_shapes():
         crf(torch.randn(2, 4, 3), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"Expected mask\[:, 0\] to be all True"):
         crf.log_partition(torch.randn(1, 2, 3), torch.tensor([[False, True]]))
-
-
-def test_timing_b32_t30_k9():
-    """Prints timings (not asserted): forward + backward and Viterbi for B=32, T=30, K=9."""
-    torch.manual_seed(0)
-    crf = ConditionalRandomField(9)
-    emissions = torch.randn(32, 30, 9, requires_grad=True)
-    tags = torch.randint(9, (32, 30))
-    mask = torch.arange(30).expand(32, 30) < torch.randint(10, 31, (32, 1))
-
-    def best_of(fn, repeat=5, number=20):
-        fn()
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            times.append((time.perf_counter() - t0) / number)
-        return min(times) * 1e3
-
-    def train_step():
-        crf(emissions, tags, mask).sum().backward()
-
-    fb = best_of(train_step)
-    vit = best_of(lambda: crf.decode(emissions, mask))
-    print(f"\nCRF B=32 T=30 K=9 threads={torch.get_num_threads()}: forward+backward {fb:.2f} ms, decode {vit:.2f} ms")
 
 
 @pytest.mark.parametrize("scale", [1.0, 30.0, 300.0])
