@@ -84,6 +84,13 @@ def test_fit_turns_the_document_options_off_without_markers(tmp_path, marked, re
     said = [w for w in recwarn if TURNED_OFF in str(w.message)]
     assert len(said) == (0 if marked else 1)
     assert cli.model.reads_documents == marked
+    # Batches of a document_context model get their document layout before they move to the device.
+    batch = cli.datamodule.on_before_batch_transfer(next(iter(cli.datamodule.train_dataloader())), 0)
+    assert ("document_source" in batch) == marked and ("document_target" in batch) == marked
+    if marked:
+        cli.model.eval()
+        plain = {key: value for key, value in batch.items() if not key.startswith("document_") or key == "document"}
+        torch.testing.assert_close(cli.model(batch), cli.model(plain), rtol=0, atol=0)
     best = cli.trainer.checkpoint_callback.best_model_path
     saved = torch.load(best, map_location="cpu", weights_only=True)["hyper_parameters"]
     assert saved["documents_available"] == marked and saved["document_memory"] == marked
