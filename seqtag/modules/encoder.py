@@ -141,8 +141,8 @@ class DocumentEncoder(nn.Module):
         dropout: dropout between layers (as in ``nn.LSTM``). Default: 0.0
 
     Shape:
-        inputs: (B, T, E);  lengths, documents: (B,) document ids;  index: (B,) each row's position in its split
-        (reading order);  layout: :func:`document_layout`'s tensors, or None;
+        inputs: (B, T, E);  lengths: (B,) real tokens per row;  documents: (B,) document ids;  index: (B,) each
+        row's position in its split (reading order);  layout: :func:`document_layout`'s tensors, or None;
         returns: (B, T, 2H), zeros at padded positions.
     """
 
