@@ -106,7 +106,7 @@ def document_layout(lengths: torch.Tensor, documents: torch.Tensor, index: torch
     source[token_run, position] = flat_token
     target = torch.full((batch * width,), run_lengths.shape[0] * joined_width, dtype=torch.long, device=lengths.device)
     target[flat_token] = token_run * joined_width + position
-    return {"document_source": source, "document_target": target.view(batch, width), "document_lengths": run_lengths}
+    return dict(zip(LAYOUT_KEYS, (source, target.view(batch, width), run_lengths)))
 
 
 def with_document_layout(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
