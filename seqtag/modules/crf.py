@@ -26,6 +26,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from seqtag.modules.crf_nll import negative_log_likelihood
+
 # Score given to a forbidden transition. Finite, so logsumexp and its gradient never meet ``-inf - -inf``;
 # exp(-1e4) is exactly 0 in float32 and float64, so forbidden paths carry no probability mass.
 FORBIDDEN_SCORE = -1e4
@@ -261,8 +263,15 @@ class ConditionalRandomField(nn.Module):
             returns: (B,) float
         """
         with torch.autocast(device_type=emissions.device.type, enabled=False):
-            emissions, mask = self._check(emissions, tags, mask)
+            emissions, mask = self._check(emissions, tags, mask, zero_padding=False)
             transitions, start, end = self._scores(emissions.dtype)
+            # On CPU, unpadded batches (exact-length bucketing, the default there) take the scaled algorithm with a
+            # hand-written gradient: forward and backward 0.48 vs 0.87 ms for 10 sentences of 14 tokens, K = 17.
+            if emissions.device.type == "cpu" and bool(mask.all()):
+                nll = negative_log_likelihood(emissions, tags.long(), transitions, start, end)
+                if bool(torch.isfinite(nll).all()):
+                    return -nll
+            emissions = torch.where(mask.unsqueeze(2), emissions, 0)  # inf/nan at padding cannot leak
             return self._path_score(emissions, tags, mask, transitions, start, end) - self._log_partition(
                 emissions, mask, transitions, start, end
             )

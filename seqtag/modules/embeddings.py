@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from seqtag.data.vocab import CASINGS
+from seqtag.modules.dropout import Dropout
 
 
 class CharCNN(nn.Module):
@@ -47,7 +48,7 @@ class CharCNN(nn.Module):
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size should be odd and positive, got {kernel_size}")
         self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)  # a cheaper mask on CPU (seqtag.modules.dropout)
         self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding=kernel_size // 2)
         self.output_size = num_filters
 
@@ -104,7 +105,7 @@ class CharLSTM(nn.Module):
     def __init__(self, num_chars: int, char_dim: int = 25, hidden_size: int = 25, dropout: float = 0.0) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)  # a cheaper mask on CPU (seqtag.modules.dropout)
         self.lstm = nn.LSTM(char_dim, hidden_size, batch_first=True, bidirectional=True)
         self.output_size = 2 * hidden_size
 

@@ -673,3 +673,71 @@ def test_the_scaled_forward_algorithm_equals_the_log_space_one_and_gives_way_whe
     exact = ConditionalRandomField._log_partition_loop(extreme, everything, *scores)
     assert torch.isfinite(exact).all()
     assert torch.equal(crf.log_partition(extreme), exact)
+
+
+@pytest.mark.parametrize("t", [1, 2, 9])
+@pytest.mark.parametrize("constrained", [False, True])
+def test_unpadded_nll_gradient_equals_autograd_of_the_log_space_loop(t, constrained):
+    """The hand-written gradient of unpadded batches (crf_nll) against autograd through the forward algorithm."""
+    from seqtag.modules.crf_nll import negative_log_likelihood
+
+    crf = make_crf(5, constrained, seed=t)
+    gen = torch.Generator().manual_seed(t)
+    emissions = (3 * torch.randn(6, t, 5, generator=gen, dtype=torch.float64)).requires_grad_()
+    tags = torch.randint(0, 5, (6, t), generator=gen)
+    upstream = torch.randn(6, generator=gen, dtype=torch.float64)
+    inputs = [emissions, crf.transitions, crf.start_transitions, crf.end_transitions]
+    everything = torch.ones(6, t, dtype=torch.bool)
+    scores = crf._scores(torch.float64)
+    expected = crf._log_partition_loop(emissions, everything, *scores) - crf._path_score(
+        emissions, tags, everything, *scores
+    )
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), inputs)
+    got = negative_log_likelihood(emissions, tags, *crf._scores(torch.float64))
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-9)
+    got_grads = torch.autograd.grad((got * upstream).sum(), inputs)
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-9, atol=1e-12)
+    # The module takes it for an unpadded batch on the CPU and returns the log-likelihood.
+    log_likelihood = crf(emissions, tags)
+    torch.testing.assert_close(log_likelihood, -expected, rtol=1e-12, atol=1e-9)
+    assert type(log_likelihood.grad_fn.next_functions[0][0]).__name__ == "_ScaledNegLogLikelihoodBackward"
+
+
+def test_unpadded_nll_gradcheck_and_second_backward():
+    from seqtag.modules.crf_nll import negative_log_likelihood
+
+    gen = torch.Generator().manual_seed(5)
+    values = [torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_() for shape in [(3, 4, 4), (4, 4)]]
+    values += [torch.randn(4, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(2)]
+    tags = torch.randint(0, 4, (3, 4), generator=gen)
+    assert torch.autograd.gradcheck(lambda e, tr, s, en: negative_log_likelihood(e, tags, tr, s, en), values)
+    nll = negative_log_likelihood(values[0], tags, *values[1:]).sum()
+    first = torch.autograd.grad(nll, values, retain_graph=True)
+    second = torch.autograd.grad(nll, values)  # the saved states are left as they were
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_unpadded_float32_batch_that_underflows_falls_back_to_log_space():
+    """An unpadded float32 batch whose scaled passes underflow gets the log-space value and gradient."""
+    from seqtag.data.schemes import allowed_transitions, labels_for_scheme
+    from seqtag.modules.crf_nll import negative_log_likelihood
+
+    labels = labels_for_scheme(["PER", "LOC"], "BIOES")
+    crf = ConditionalRandomField(len(labels), allowed_transitions(labels, "BIOES"))
+    extreme = torch.full((2, 4, len(labels)), -200.0)
+    extreme[:, :, [i for i, label in enumerate(labels) if label[0] in "IE"]] = 0.0
+    extreme[:, 0] = -1000.0
+    extreme[:, 0, labels.index("O")] = 0.0
+    extreme.requires_grad_()
+    tags = torch.full((2, 4), labels.index("O"))
+    assert not torch.isfinite(negative_log_likelihood(extreme, tags, *crf._scores(torch.float32))).all()
+    log_likelihood = crf(extreme, tags)
+    everything = torch.ones(2, 4, dtype=torch.bool)
+    scores = crf._scores(torch.float32)
+    exact = crf._path_score(extreme, tags, everything, *scores) - crf._log_partition_loop(extreme, everything, *scores)
+    assert torch.isfinite(log_likelihood).all()
+    assert torch.equal(log_likelihood, exact)
+    (gradient,) = torch.autograd.grad(log_likelihood.sum(), extreme)
+    assert torch.isfinite(gradient).all()
