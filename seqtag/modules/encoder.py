@@ -8,6 +8,7 @@ direction starts at each sentence's last real token.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -69,9 +70,51 @@ class RNNEncoder(nn.Module):
             return self.rnn(inputs, lengths=lengths)[0]  # (B, T, D*H)
         if lengths is None or bool((lengths == total).all()):
             return self.rnn(inputs)[0]  # (B, T, D*H): no padding, nothing to pack
+        if inputs.device.type == "cpu":
+            return self._padded_by_direction(inputs, lengths)
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         output, _ = self.rnn(packed)
         return pad_packed_sequence(output, batch_first=True, total_length=total)[0]  # (B, T, D*H)
+
+    def _padded_by_direction(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """A padded batch without packing, one fused call per direction and layer (the CPU path).
+
+        oneDNN has no kernel for packed sequences: ``nn.LSTM`` then steps a cell per time step, with autograd
+        nodes at each. Padding at the end does not change the forward direction's states at real tokens, and the
+        backward direction runs forward over each sequence's tokens reversed in place (padding still at the end),
+        so both take the fused kernel and give the packed result (``tests/modules/test_encoder.py``). Decoding
+        ``eng.testb`` in sorted batches of 256 at NCRF++ size: 0.41 s packed, 0.34 s this way.
+
+        Shape:
+            inputs: (B, T, E);  lengths: (B,);  returns: (B, T, D*H), zeros at padded positions
+        """
+        rnn, t = self.rnn, inputs.shape[1]
+        position = torch.arange(t, device=inputs.device)
+        real = position < lengths.unsqueeze(1)  # (B, T)
+        reverse = torch.where(real, lengths.unsqueeze(1) - 1 - position, position)  # (B, T), its own inverse
+        layer_input = inputs
+        for layer in range(rnn.num_layers):
+            output = self._direction(layer_input, layer, "")  # (B, T, H)
+            if rnn.bidirectional:
+                flipped = layer_input.gather(1, reverse.unsqueeze(2).expand_as(layer_input))
+                backward = self._direction(flipped, layer, "_reverse")  # (B, T, H)
+                output = torch.cat([output, backward.gather(1, reverse.unsqueeze(2).expand_as(backward))], dim=2)
+            if layer + 1 < rnn.num_layers:
+                output = F.dropout(output, rnn.dropout, self.training)
+            layer_input = output
+        return layer_input * real.unsqueeze(2)  # (B, T, D*H)
+
+    def _direction(self, inputs: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
+        """One direction of one layer of ``self.rnn`` over (B, T, E) inputs, from zero states: (B, T, H)."""
+        rnn = self.rnn
+        params = [getattr(rnn, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        zeros = inputs.new_zeros(1, inputs.shape[0], rnn.hidden_size)
+        if isinstance(rnn, nn.LSTM):
+            return torch.lstm(inputs, (zeros, zeros), params, True, 1, 0.0, self.training, False, True)[0]
+        if isinstance(rnn, nn.GRU):
+            return torch.gru(inputs, zeros, params, True, 1, 0.0, self.training, False, True)[0]
+        step = torch.rnn_tanh if rnn.nonlinearity == "tanh" else torch.rnn_relu
+        return step(inputs, zeros, params, True, 1, 0.0, self.training, False, True)[0]
 
 
 LAYOUT_KEYS = ("document_source", "document_target", "document_lengths")

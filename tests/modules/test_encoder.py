@@ -28,6 +28,29 @@ def test_sentence_gets_the_same_states_alone_as_inside_a_padded_batch():
         torch.testing.assert_close(alone[0], mixed[b, :n], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_padded_cpu_batch_runs_by_direction_with_the_packed_result_and_gradients(cell, layers, bidirectional):
+    """The CPU's padded path (each direction unpacked, the backward one on reversed tokens) equals packing."""
+    torch.manual_seed(layers)
+    encoder = RNNEncoder(8, 6, num_layers=layers, cell=cell, bidirectional=bidirectional).double().train()
+    inputs = torch.randn(4, 9, 8, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([9, 3, 6, 1])
+    got = encoder(inputs, lengths)
+    packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+    expected = pad_packed_sequence(encoder.rnn(packed)[0], batch_first=True, total_length=9)[0]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    assert (got[1, 3:] == 0).all() and (got[3, 1:] == 0).all()
+    assert type(got.grad_fn).__name__ == "MulBackward0"  # the padding zeroed by the by-direction path, not unpacked
+    upstream = torch.randn_like(got)
+    params = [inputs, *encoder.parameters()]
+    for got_grad, expected_grad in zip(
+        torch.autograd.grad((got * upstream).sum(), params), torch.autograd.grad((expected * upstream).sum(), params)
+    ):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=0, atol=1e-12)
+
+
 def _bidirectional_copy(encoder: DocumentEncoder, cell: type[nn.RNNBase]) -> nn.RNNBase:
     """A bidirectional torch RNN with the document encoder's weights."""
     layers = len(encoder.forward_rnns)
