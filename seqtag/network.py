@@ -82,6 +82,7 @@ class TaggerNetwork(nn.Module):
         transformer_layers: str | int = "all",
         transformer_finetune: bool = False,
         transformer_lr: float = 3e-5,
+        transformer_cache_mb: int = 4096,
         cell: str = "lstm",
         implementation: str = "torch",
         hidden_size: int = 200,
@@ -151,7 +152,11 @@ class TaggerNetwork(nn.Module):
             if not transformer_lr > 0:
                 raise SeqtagInputError(f"transformer_lr should be > 0, got {transformer_lr}")
             self.transformer = TransformerEmbedder(
-                transformer, transformer_pooling, transformer_layers, transformer_finetune
+                transformer,
+                transformer_pooling,
+                transformer_layers,
+                transformer_finetune,
+                cache_mb=transformer_cache_mb,
             )
             token_size += self.transformer.output_size
         if word_dim < 0 or token_size == 0:

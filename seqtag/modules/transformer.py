@@ -150,6 +150,10 @@ def load_encoder(source: str | dict[str, Any]) -> tuple[nn.Module, Any, dict[str
     return model, tokenizer, {"name": name, "config": config, "tokenizer": files}
 
 
+def _forget_cache(module: TransformerEmbedder, keys: Any) -> None:
+    module.clear_cache()
+
+
 class ScalarMix(nn.Module):
     """``gamma * sum_j softmax(s)_j h_j`` over L hidden layers (Peters et al. 2018), starting as their mean.
 
@@ -181,6 +185,9 @@ class TransformerEmbedder(nn.Module):
         finetune: train the encoder with the tagger; otherwise it stays frozen, in eval mode. Default: False
         max_length: the most subwords the encoder reads at once, special tokens included. Default: the smaller of
             the tokenizer's ``model_max_length`` and the model's ``max_position_embeddings``
+        cache_mb: a frozen encoder gives a sentence the same vectors every time, so each sentence's (all selected
+            layers, before the mix) are kept in memory, up to this many megabytes, and later epochs skip the
+            encoder for it; 0 keeps none. Not used when fine-tuning. Default: 4096
 
     Shape:
         token_codes: (B, T, L) int, the tokens' code points (:mod:`seqtag.data.token_text`);  lengths: (B,) long;
@@ -200,6 +207,7 @@ class TransformerEmbedder(nn.Module):
         layers: str | int = "all",
         finetune: bool = False,
         max_length: int | None = None,
+        cache_mb: int = 4096,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -232,6 +240,12 @@ class TransformerEmbedder(nn.Module):
                 f"model.transformer reads at most {max_length} subwords, {len(self.prefix) + len(self.suffix)} of "
                 f"them special tokens: too few for windows of a sentence"
             )
+        if cache_mb < 0:
+            raise SeqtagInputError(f"transformer_cache_mb should be >= 0, got {cache_mb}")
+        self.cache_bytes = int(cache_mb) * 2**20
+        self.clear_cache()
+        # New weights (a checkpoint loaded into this module or a model holding it) make the kept vectors stale.
+        self.register_load_state_dict_post_hook(_forget_cache)
         self.train()
 
     def _set_specials(self) -> None:
@@ -304,18 +318,66 @@ class TransformerEmbedder(nn.Module):
     def forward(self, token_codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         sentences = decode_token_codes(token_codes, lengths)
         batch, width = token_codes.shape[0], token_codes.shape[1]
+        per_sentence = self.cached(sentences) if self.caches else self.layer_vectors(sentences)
+        pooled = self.mix_layers(torch.cat(per_sentence))  # (N, H)
+        rows = torch.tensor(
+            [b * width + t for b, words in enumerate(sentences) for t in range(len(words))], dtype=torch.long
+        )
+        out = pooled.new_zeros(batch * width, pooled.shape[-1])
+        return out.index_copy(0, rows.to(pooled.device), pooled).view(batch, width, -1)  # (B, T, H)
+
+    @property
+    def caches(self) -> bool:
+        """Whether words' vectors are kept between batches: a frozen encoder gives a sentence the same ones."""
+        return not self.finetune and self.cache_bytes > 0
+
+    def cached(self, sentences: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        """:meth:`layer_vectors`, encoding only the sentences not met before; new ones are kept while the cache
+        holds less than ``cache_bytes``.
+
+        Shape:
+            returns: one (n, L, H) tensor per sentence
+        """
+        keys = [tuple(words) for words in sentences]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
+        fresh = dict(zip(missing, self.layer_vectors(missing))) if missing else {}
+        for key, vectors in fresh.items():
+            size = vectors.numel() * vectors.element_size()
+            if self._cache_used + size > self.cache_bytes:
+                break
+            self._cache[key] = vectors.clone()  # a copy: the batch's tensor is not kept alive by one sentence
+            self._cache_used += size
+        device = next(self.encoder.parameters()).device
+        return [(fresh[key] if key in fresh else self._cache[key]).to(device) for key in keys]
+
+    def clear_cache(self) -> None:
+        """Forgets the kept vectors (the encoder's weights changed)."""
+        self._cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self._cache_used = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())  # copies and pickles leave the cache behind
+        state["_cache"], state["_cache_used"] = {}, 0
+        return state
+
+    def layer_vectors(self, sentences: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        """Each word's pooled vector in every selected hidden state (the scalar mix is linear, as is pooling, so
+        mixing after pooling gives what mixing before would).
+
+        Shape:
+            returns: one (n, L, H) tensor per sentence, n its words, L the selected states (1 for ``last``)
+        """
         device = next(self.encoder.parameters()).device
         window_ids: list[list[int]] = []
-        rows, window_of_word, positions, counts = [], [], [], []  # per real word, in batch order
-        for b, pieces in enumerate(self.subwords(sentences)):
+        window_of_word, positions, counts = [], [], []  # per word, in sentence order
+        for pieces in self.subwords(sentences):
             starts, chosen = self.windows(pieces)
             flat = [piece for ids in pieces for piece in ids]
             first_window = len(window_ids)
             for start in starts:
                 window_ids.append(self.prefix + flat[start : start + self.window] + self.suffix)
             offset = 0
-            for t, (ids, k) in enumerate(zip(pieces, chosen)):
-                rows.append(b * width + t)
+            for ids, k in zip(pieces, chosen):
                 window_of_word.append(first_window + k)
                 positions.append(len(self.prefix) + offset - starts[k])
                 counts.append(len(ids))
@@ -332,9 +394,13 @@ class TransformerEmbedder(nn.Module):
             torch.tensor(window_of_word, dtype=torch.long),
             torch.tensor(positions, dtype=torch.long),
             torch.tensor(counts, dtype=torch.long),
-        )  # (N, H)
-        out = pooled.new_zeros(batch * width, pooled.shape[-1])
-        return out.index_copy(0, torch.tensor(rows, device=pooled.device), pooled).view(batch, width, -1)  # (B, T, H)
+        )  # (N, L * H)
+        layers = pooled.view(pooled.shape[0], -1, self.output_size)  # (N, L, H)
+        return list(layers.split([len(words) for words in sentences]))
+
+    def mix_layers(self, layers: torch.Tensor) -> torch.Tensor:
+        """(N, L, H) words' vectors in the selected states → (N, H): their scalar mix, or the one state."""
+        return layers[:, 0] if self.mix is None else self.mix(layers.unbind(1))
 
     def pool_words(
         self,
@@ -349,29 +415,30 @@ class TransformerEmbedder(nn.Module):
         Shape:
             input_ids, attention: (W, S) long;  window_of_word, positions, counts: (N,) long, each word's window,
             the position of its first subword there, its number of subwords (non-decreasing windows);
-            returns: (N, H)
+            returns: (N, L * H), the selected states side by side
         """
         per_call = max(1, SUBWORDS_PER_CALL // input_ids.shape[1])
-        span = counts.max().item() if self.pooling == "mean" else 1
-        offsets = torch.arange(span)  # (P,)
+        used = counts if self.pooling == "mean" else torch.ones_like(counts)  # (N,) subwords pooled per word
         parts = []
         for w0 in range(0, input_ids.shape[0], per_call):
             w1 = min(w0 + per_call, input_ids.shape[0])
             lo, hi = np.searchsorted(window_of_word.numpy(), [w0, w1])
-            hidden = self.hidden(input_ids[w0:w1], attention[w0:w1])  # (w, S, H)
-            take = offsets[None, :] < counts[lo:hi, None]  # (n, P) the word's own subwords
-            index = (window_of_word[lo:hi, None] - w0) * hidden.shape[1] + positions[lo:hi, None] + offsets  # (n, P)
-            index = torch.where(take, index, 0).to(hidden.device)
-            vectors = hidden.flatten(0, 1)[index.flatten()].view(*index.shape, -1)  # (n, P, H)
-            weights = take.to(hidden.device, hidden.dtype) / take.sum(1, keepdim=True).to(hidden.device, hidden.dtype)
-            parts.append((vectors * weights[..., None]).sum(1))  # (n, H)
-        return torch.cat(parts)  # (N, H)
+            hidden = self.hidden(input_ids[w0:w1], attention[w0:w1])  # (w, S, L * H)
+            n = used[lo:hi]
+            word = torch.repeat_interleave(torch.arange(hi - lo), n)  # (P,) the word of each pooled subword
+            first = (window_of_word[lo:hi] - w0) * hidden.shape[1] + positions[lo:hi]  # (n,) flat first subwords
+            within = torch.arange(len(word)) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)  # (P,)
+            index = (first[word] + within).to(hidden.device)  # (P,)
+            summed = hidden.new_zeros(hi - lo, hidden.shape[-1])
+            summed = summed.index_add(0, word.to(hidden.device), hidden.flatten(0, 1)[index])  # (n, L * H)
+            parts.append(summed / n.to(hidden.device, hidden.dtype)[:, None])
+        return torch.cat(parts)  # (N, L * H)
 
     def hidden(self, input_ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-        """The selected hidden states of some windows, mixed.
+        """The selected hidden states of some windows, side by side (not mixed).
 
         Shape:
-            input_ids, attention: (w, S) long;  returns: (w, S, H)
+            input_ids, attention: (w, S) long;  returns: (w, S, L * H)
         """
         with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
             outputs = self.encoder(
@@ -379,5 +446,4 @@ class TransformerEmbedder(nn.Module):
             )
         if self.layers is None:
             return outputs.last_hidden_state
-        states = [outputs.hidden_states[i] for i in self.layers]
-        return states[0] if self.mix is None else self.mix(states)
+        return torch.cat([outputs.hidden_states[i] for i in self.layers], dim=-1)

@@ -192,6 +192,60 @@ def test_scalar_mix_learns_while_the_frozen_encoder_does_not(tiny_bert):
     assert all(not p.requires_grad for p in tuned.encoder.pooler.parameters())  # never read: no gradient reaches it
 
 
+def count_encoder_calls(embedder):
+    """A list that grows by the number of windows each time the encoder runs."""
+    calls = []
+    embedder.encoder.register_forward_hook(lambda module, args, kwargs, out: calls.append(len(kwargs["input_ids"])),
+                                           with_kwargs=True)  # fmt: skip
+    return calls
+
+
+def test_a_frozen_encoder_reads_each_sentence_once_and_keeps_its_vectors(tiny_bert):
+    uncached = TransformerEmbedder(str(tiny_bert), cache_mb=0).train()
+    embedder = TransformerEmbedder(str(tiny_bert)).train()
+    embedder.load_state_dict(uncached.state_dict())
+    calls = count_encoder_calls(embedder)
+    first = embed(embedder, SENTENCES)
+    assert calls == [2] and len(embedder._cache) == 2  # both sentences read, one window each
+    torch.testing.assert_close(first, embed(uncached, SENTENCES))
+
+    third = ["the", "boy", "call"]
+    again = embed(embedder, [SENTENCES[1], third, SENTENCES[1]])  # one new sentence, one met twice
+    assert calls == [2, 1] and len(embedder._cache) == 3
+    torch.testing.assert_close(again, embed(uncached, [SENTENCES[1], third, SENTENCES[1]]))
+    assert embedder._cache_used == sum(v.numel() * 4 for v in embedder._cache.values()) > 0
+
+    again.pow(2).sum().backward()  # the scalar mix still learns from kept vectors
+    assert embedder.mix.weights.grad.abs().sum() > 0 and embedder.mix.gamma.grad is not None
+
+    with torch.no_grad():
+        uncached.mix.weights.fill_(0.7)
+    embedder.load_state_dict(uncached.state_dict())  # new weights: the kept vectors go
+    assert embedder._cache == {} and embedder._cache_used == 0
+    import copy
+
+    embed(embedder, SENTENCES)
+    assert len(embedder._cache) == 2 and copy.deepcopy(embedder)._cache == {}  # copies leave the cache behind
+
+
+def test_the_cache_stops_at_its_size_and_fine_tuning_keeps_none(tiny_bert):
+    embedder = TransformerEmbedder(str(tiny_bert)).eval()
+    one_sentence = 5 * 3 * 16 * 4  # 5 words x 3 states x hidden 16, float32
+    embedder.cache_bytes = one_sentence + 10
+    calls = count_encoder_calls(embedder)
+    embed(embedder, SENTENCES)
+    assert list(embedder._cache) == [tuple(SENTENCES[0])] and embedder._cache_used == one_sentence
+    embed(embedder, SENTENCES)
+    assert calls == [2, 1]  # the sentence that did not fit is read again
+
+    tuned = TransformerEmbedder(str(tiny_bert), finetune=True).eval()
+    calls = count_encoder_calls(tuned)
+    embed(tuned, SENTENCES), embed(tuned, SENTENCES)
+    assert calls == [2, 2] and tuned._cache == {}
+    with pytest.raises(SeqtagInputError, match="transformer_cache_mb"):
+        TransformerEmbedder(str(tiny_bert), cache_mb=-1)
+
+
 def tagger(tiny_bert, **options):
     return Tagger(["O", "S-LOC"], "BIOES", vocab_size=6, num_chars=6, word_dim=4, char_encoder="none",
                   hidden_size=4, transformer=str(tiny_bert), **options)  # fmt: skip
