@@ -47,6 +47,8 @@ def quiet_libraries(fitting: bool) -> None:
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
+    # A frozen encoder (model.transformer, the character LMs) stays in eval mode on purpose: no dropout inside it.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     if not fitting:
         # test / validate / predict restore only the weights: the training callbacks whose state the checkpoint also
         # holds (early stopping, moving average...) play no part. Resuming a fit keeps the warning.
@@ -57,6 +59,7 @@ def quiet_libraries(fitting: bool) -> None:
         # A progress bar redraws itself with carriage returns: in a log file or a pipe each redraw is one more run of
         # junk. `datasets` reads this when imported (the command imports it later), and child processes inherit it.
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # and transformers' "Loading weights" bar
     for name in _LIGHTNING_INFO_LOGGERS:
         logger = logging.getLogger(name)
         if _not_an_advertisement not in logger.filters:

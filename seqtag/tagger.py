@@ -272,6 +272,16 @@ class Tagger(TaggerNetwork, L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_losses = []
 
+    def on_fit_start(self) -> None:
+        if self.transformer is not None:
+            # A fit reads the same training and validation sentences every epoch: a frozen encoder's vectors of
+            # them are kept (transformer_cache_mb). Tagging and serving read new text, so they keep none.
+            self.transformer.use_cache(True)
+
+    def on_fit_end(self) -> None:
+        if self.transformer is not None:
+            self.transformer.use_cache(False)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._common_step(batch, "train")
 

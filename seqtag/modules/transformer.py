@@ -185,9 +185,9 @@ class TransformerEmbedder(nn.Module):
         finetune: train the encoder with the tagger; otherwise it stays frozen, in eval mode. Default: False
         max_length: the most subwords the encoder reads at once, special tokens included. Default: the smaller of
             the tokenizer's ``model_max_length`` and the model's ``max_position_embeddings``
-        cache_mb: a frozen encoder gives a sentence the same vectors every time, so each sentence's (all selected
-            layers, before the mix) are kept in memory, up to this many megabytes, and later epochs skip the
-            encoder for it; 0 keeps none. Not used when fine-tuning. Default: 4096
+        cache_mb: a frozen encoder gives a sentence the same vectors every time, so after :meth:`use_cache` each
+            sentence's (all selected layers, before the mix) are kept in memory, up to this many megabytes, and
+            later epochs skip the encoder for it; 0 keeps none. Not used when fine-tuning. Default: 4096
 
     Shape:
         token_codes: (B, T, L) int, the tokens' code points (:mod:`seqtag.data.token_text`);  lengths: (B,) long;
@@ -243,6 +243,7 @@ class TransformerEmbedder(nn.Module):
         if cache_mb < 0:
             raise SeqtagInputError(f"transformer_cache_mb should be >= 0, got {cache_mb}")
         self.cache_bytes = int(cache_mb) * 2**20
+        self._caching = False
         self.clear_cache()
         # New weights (a checkpoint loaded into this module or a model holding it) make the kept vectors stale.
         self.register_load_state_dict_post_hook(_forget_cache)
@@ -329,7 +330,14 @@ class TransformerEmbedder(nn.Module):
     @property
     def caches(self) -> bool:
         """Whether words' vectors are kept between batches: a frozen encoder gives a sentence the same ones."""
-        return not self.finetune and self.cache_bytes > 0
+        return self._caching and not self.finetune and self.cache_bytes > 0
+
+    def use_cache(self, on: bool) -> None:
+        """Starts keeping vectors (the tagger does for a fit, which reads the same sentences every epoch), or stops
+        and forgets them."""
+        self._caching = on
+        if not on:
+            self.clear_cache()
 
     def cached(self, sentences: Sequence[Sequence[str]]) -> list[torch.Tensor]:
         """:meth:`layer_vectors`, encoding only the sentences not met before; new ones are kept while the cache

@@ -205,6 +205,10 @@ def test_a_frozen_encoder_reads_each_sentence_once_and_keeps_its_vectors(tiny_be
     embedder = TransformerEmbedder(str(tiny_bert)).train()
     embedder.load_state_dict(uncached.state_dict())
     calls = count_encoder_calls(embedder)
+    embed(embedder, SENTENCES)
+    assert calls == [2] and embedder._cache == {}  # tagging new text keeps nothing
+    embedder.use_cache(True)
+    calls.clear()
     first = embed(embedder, SENTENCES)
     assert calls == [2] and len(embedder._cache) == 2  # both sentences read, one window each
     torch.testing.assert_close(first, embed(uncached, SENTENCES))
@@ -226,10 +230,13 @@ def test_a_frozen_encoder_reads_each_sentence_once_and_keeps_its_vectors(tiny_be
 
     embed(embedder, SENTENCES)
     assert len(embedder._cache) == 2 and copy.deepcopy(embedder)._cache == {}  # copies leave the cache behind
+    embedder.use_cache(False)
+    assert embedder._cache == {} and embedder._cache_used == 0
 
 
 def test_the_cache_stops_at_its_size_and_fine_tuning_keeps_none(tiny_bert):
     embedder = TransformerEmbedder(str(tiny_bert)).eval()
+    embedder.use_cache(True)
     one_sentence = 5 * 3 * 16 * 4  # 5 words x 3 states x hidden 16, float32
     embedder.cache_bytes = one_sentence + 10
     calls = count_encoder_calls(embedder)
@@ -239,6 +246,7 @@ def test_the_cache_stops_at_its_size_and_fine_tuning_keeps_none(tiny_bert):
     assert calls == [2, 1]  # the sentence that did not fit is read again
 
     tuned = TransformerEmbedder(str(tiny_bert), finetune=True).eval()
+    tuned.use_cache(True)
     calls = count_encoder_calls(tuned)
     embed(tuned, SENTENCES), embed(tuned, SENTENCES)
     assert calls == [2, 2] and tuned._cache == {}
@@ -264,6 +272,23 @@ def test_fine_tuning_puts_the_encoder_in_its_own_parameter_group(tiny_bert):
     (group,) = frozen.configure_optimizers().param_groups
     assert not {id(p) for p in frozen.transformer.encoder.parameters()} & {id(p) for p in group["params"]}
     assert mix and {id(p) for p in frozen.transformer.mix.parameters()} <= {id(p) for p in group["params"]}
+
+
+def test_a_fit_keeps_the_frozen_encoders_vectors_and_forgets_them_at_its_end(tiny_bert):
+    model = tagger(tiny_bert).eval()  # no dropout: the same emissions twice
+    calls = count_encoder_calls(model.transformer)
+    batch = {
+        "word_ids": torch.tensor([[2, 3]]), "char_ids": torch.zeros(1, 2, 1, dtype=torch.long),
+        "casing_ids": torch.zeros(1, 2, dtype=torch.long), "lengths": torch.tensor([2]),
+        "token_codes": pad_token_codes([["Peter", "Blackburn"]]),
+    }  # fmt: skip
+    model.on_fit_start()
+    first, second = model(batch), model(batch)
+    assert calls == [1] and len(model.transformer._cache) == 1
+    torch.testing.assert_close(first, second)
+    model.on_fit_end()
+    model(batch)
+    assert calls == [1, 1] and model.transformer._cache == {}
 
 
 def test_the_transformer_alone_represents_the_words_with_word_dim_0(tiny_bert):
