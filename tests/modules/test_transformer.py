@@ -141,6 +141,24 @@ def test_a_long_sentence_is_read_in_windows_each_word_from_its_most_central_one(
     torch.testing.assert_close(both[0], out, atol=1e-5, rtol=1e-5)
 
 
+def test_windows_go_through_in_blocks_of_similar_length_with_the_same_vectors(tiny_bert, monkeypatch):
+    embedder = TransformerEmbedder(str(tiny_bert)).eval()
+    long = "the eu rejects german call to boycott british lamb , peter blackburn xyz .".split() * 2
+    sentences = [long, ["lamb"], ["the", "boy"], long[:6], ["peter", "blackburn", "xyz"], long[3:9]]
+    whole = embed(embedder, sentences)
+    shapes = []
+
+    def record(module, args, kwargs, out):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+
+    embedder.encoder.register_forward_hook(record, with_kwargs=True)
+    monkeypatch.setattr("seqtag.modules.transformer.SUBWORDS_PER_CALL", 24)
+    torch.testing.assert_close(embed(embedder, sentences), whole, atol=1e-5, rtol=1e-5)
+    assert len(shapes) > 2 and all(w * s <= 24 or w == 1 for w, s in shapes)
+    assert [s for _, s in shapes] == sorted(s for _, s in shapes)  # shortest windows first, each block trimmed
+    assert shapes[0][1] < shapes[-1][1] == MAX_POSITIONS  # short windows are not padded to the batch's longest
+
+
 def test_a_roberta_style_encoder_reads_pre_split_words_within_its_positions(tmp_path):
     """Byte-level BPE reads pre-split words only with a prefix space, and RoBERTa numbers positions from
     padding_idx + 1: 20 position embeddings read 18 subwords, 16 of a sentence besides <s> and </s>."""
