@@ -113,3 +113,19 @@ def test_moved_checkpoint_folder_is_news_only_when_resuming_a_fit(tmp_path: Path
         callback.load_state_dict(state)
     assert any(message.startswith("Checkpoints now go to") for message in caplog.messages) == told
     assert callback.best_model_path == str(best)  # the best model to beat is kept either way
+
+
+def test_console_filters_keep_logs_free_of_progress_bars_and_the_frozen_encoders_eval_mode(monkeypatch) -> None:
+    import warnings
+
+    from seqtag.console import quiet_libraries
+
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "")  # recorded, so the test's value is undone after it
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_libraries(fitting=True)  # stderr is captured here: not a terminal
+        warnings.warn("Found 120 module(s) in eval mode at the start of training. This may ...", stacklevel=1)
+        warnings.warn("Found something else", stacklevel=1)
+    assert [str(w.message) for w in caught] == ["Found something else"]
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"  # transformers' "Loading weights" bar reads it
