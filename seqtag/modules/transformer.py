@@ -44,10 +44,9 @@ POOLINGS = ("first", "mean")
 # very long sentence cut into many windows does not run them all in one call.
 SUBWORDS_PER_CALL = 8192
 # The windows of a batch go through the encoder shortest first, in blocks whose longest window is at most this
-# factor (plus one subword) longer than their shortest, each padded to its own longest: CoNLL-2003's training
-# sentences in document batches were padded to 3.6 times their subwords in one block per batch, 1.06 times so. A frozen
-# MiniLM-L6 read 30 sentences a second before, 84 after (batches of 450, one thread); blocks by size alone (1.7
-# times) 48, by exact length 84, growth 1.25 80 (docs/transformer.md).
+# factor (plus one subword) longer than their shortest, each block padded to its own longest. CoNLL-2003's training
+# sentences in document batches: one block per batch read 3.6 times their subwords, these blocks 1.06 times; a frozen
+# MiniLM-L6 on one thread read 30 sentences a second before, 84 after (docs/transformer.md has the other factors tried).
 BLOCK_GROWTH = 1.1
 
 
