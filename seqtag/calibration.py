@@ -137,7 +137,13 @@ def calibrate_checkpoint(path: str | Path, batches: Iterable[dict[str, torch.Ten
 
     model = Tagger.load(path)
     model.confidence_temperature = model.hparams.confidence_temperature = 1.0
-    result = fit_temperature(model, batches)
+    if model.transformer is not None:
+        model.transformer.use_cache(True)  # within `seqtag fit`: the fit's vectors of the validation sentences
+    try:
+        result = fit_temperature(model, batches)
+    finally:
+        if model.transformer is not None:
+            model.transformer.use_cache(False)
     if result is None:
         return None
     checkpoint = load_checkpoint(path)

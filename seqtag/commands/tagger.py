@@ -192,6 +192,13 @@ class SeqtagCLI(LightningCLI):
             )
             self.trainer.callbacks.append(writer)
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        from seqtag.modules.transformer import sharing_kept_vectors
+
+        # A frozen transformer's vectors of the validation sentences, kept during a fit, serve the calibration after it.
+        with sharing_kept_vectors():
+            super()._run_subcommand(subcommand)
+
     def fit(self, model: Tagger, ckpt_path: str | None = None, **kwargs: Any) -> None:
         ckpt_path = self._resume_in_the_checkpoints_run(ckpt_path)
         with warnings.catch_warnings():

@@ -370,6 +370,8 @@ class Tuner:
 
     # ------------------------------------------------------------------------------------------------- study
     def run(self) -> int:
+        from seqtag.modules.transformer import sharing_kept_vectors
+
         self._check()
         self.study = study = self._open_study()
         for number in fail_dead_trials(study):
@@ -383,14 +385,15 @@ class Tuner:
             limit = optuna.study.MaxTrialsCallback(self.options.trials, states=COUNTED_STATES)
             quiet = _DropRecords(logging.getLogger("optuna.study._optimize"), lambda: self.stop_reason is not None)
             try:
-                study.optimize(
-                    self.objective,
-                    n_trials=None,
-                    timeout=self.options.timeout,
-                    catch=(TrialFailed,),
-                    callbacks=[limit, self.after_trial],
-                    gc_after_trial=False,  # done by the objective, which also frees GPU memory
-                )
+                with sharing_kept_vectors():  # a frozen transformer reads each sentence once per search
+                    study.optimize(
+                        self.objective,
+                        n_trials=None,
+                        timeout=self.options.timeout,
+                        catch=(TrialFailed,),
+                        callbacks=[limit, self.after_trial],
+                        gc_after_trial=False,  # done by the objective, which also frees GPU memory
+                    )
             except KeyboardInterrupt as err:
                 self.stop_reason = err
             finally:

@@ -25,9 +25,12 @@ config and tokenizer files as plain data, so a checkpoint rebuilds it with neith
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +156,31 @@ def load_encoder(source: str | dict[str, Any]) -> tuple[nn.Module, Any, dict[str
     model.float()  # weights saved in half precision are trained and read in float32; the Trainer sets precision
     config = json.loads(model.config.to_json_string(use_diff=False))
     return model, tokenizer, {"name": name, "config": config, "tokenizer": files}
+
+
+@dataclass
+class KeptVectors:
+    """Sentences' vectors a frozen encoder gave (words → (n, L, H) tensor), and their size in bytes."""
+
+    vectors: dict[tuple[str, ...], torch.Tensor] = field(default_factory=dict)
+    used: int = 0
+
+
+_shared: dict[str, KeptVectors] | None = None  # while a sharing_kept_vectors() scope is open
+
+
+@contextlib.contextmanager
+def sharing_kept_vectors() -> Iterator[None]:
+    """Within this scope, the fits of this process whose frozen encoders have the same weights and settings share
+    their kept vectors (``seqtag tune``: every trial reads the same sentences), so the encoder reads each sentence
+    once per search instead of once per trial. They are let go when the outermost scope closes."""
+    global _shared
+    outer = _shared
+    _shared = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _shared = outer
 
 
 def _forget_cache(module: TransformerEmbedder, keys: Any) -> None:
@@ -339,10 +367,23 @@ class TransformerEmbedder(nn.Module):
 
     def use_cache(self, on: bool) -> None:
         """Starts keeping vectors (the tagger does for a fit, which reads the same sentences every epoch), or stops
-        and forgets them."""
+        and forgets them. Inside :func:`sharing_kept_vectors`, an encoder with the same weights and settings as an
+        earlier one of the scope starts with its vectors."""
         self._caching = on
-        if not on:
+        if on and _shared is not None and self.caches:
+            self._kept = _shared.setdefault(self.fingerprint(), self._kept)
+        elif not on:
             self.clear_cache()
+
+    def fingerprint(self) -> str:
+        """A digest of what a sentence's kept vectors depend on: the encoder's weights, tokenizer, pooling, layers
+        and windows (0.2 s for the MiniLM's 90 MB)."""
+        digest = hashlib.sha256(repr((self.pooling, self.layers, self.window, self.prefix, self.suffix)).encode())
+        digest.update(json.dumps(self._spec["tokenizer"], sort_keys=True).encode())
+        for name, tensor in self.encoder.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        return digest.hexdigest()
 
     def cached(self, sentences: Sequence[Sequence[str]]) -> list[torch.Tensor]:
         """:meth:`layer_vectors`, encoding only the sentences not met before; new ones are kept while the cache
@@ -352,25 +393,25 @@ class TransformerEmbedder(nn.Module):
             returns: one (n, L, H) tensor per sentence
         """
         keys = [tuple(words) for words in sentences]
-        missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
+        kept = self._kept
+        missing = list(dict.fromkeys(key for key in keys if key not in kept.vectors))
         fresh = dict(zip(missing, self.layer_vectors(missing))) if missing else {}
         for key, vectors in fresh.items():
             size = vectors.numel() * vectors.element_size()
-            if self._cache_used + size > self.cache_bytes:
+            if kept.used + size > self.cache_bytes:
                 break
-            self._cache[key] = vectors.clone()  # a copy: the batch's tensor is not kept alive by one sentence
-            self._cache_used += size
+            kept.vectors[key] = vectors.clone()  # a copy: the batch's tensor is not kept alive by one sentence
+            kept.used += size
         device = next(self.encoder.parameters()).device
-        return [(fresh[key] if key in fresh else self._cache[key]).to(device) for key in keys]
+        return [(fresh[key] if key in fresh else kept.vectors[key]).to(device) for key in keys]
 
     def clear_cache(self) -> None:
-        """Forgets the kept vectors (the encoder's weights changed)."""
-        self._cache: dict[tuple[str, ...], torch.Tensor] = {}
-        self._cache_used = 0
+        """Forgets the kept vectors (the encoder's weights changed); vectors shared with other fits stay theirs."""
+        self._kept = KeptVectors()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(super().__getstate__())  # copies and pickles leave the cache behind
-        state["_cache"], state["_cache_used"] = {}, 0
+        state = dict(super().__getstate__())  # copies and pickles leave the kept vectors behind
+        state["_kept"] = KeptVectors()
         return state
 
     def layer_vectors(self, sentences: Sequence[Sequence[str]]) -> list[torch.Tensor]:

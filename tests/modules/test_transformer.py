@@ -4,6 +4,7 @@ that trains, saves, and tags again from its checkpoint alone."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,12 @@ transformers = pytest.importorskip("transformers")
 from seqtag.cli import cli_main  # noqa: E402
 from seqtag.data.token_text import pad_token_codes  # noqa: E402
 from seqtag.errors import SeqtagInputError  # noqa: E402
-from seqtag.modules.transformer import SPEC_KEY, TransformerEmbedder, parse_layers  # noqa: E402
+from seqtag.modules.transformer import (  # noqa: E402
+    SPEC_KEY,
+    TransformerEmbedder,
+    parse_layers,
+    sharing_kept_vectors,
+)
 from seqtag.tagger import Tagger  # noqa: E402
 from tests.test_cli import QUICKSTART, ROOT, small_split  # noqa: E402
 
@@ -211,7 +217,8 @@ def test_scalar_mix_learns_while_the_frozen_encoder_does_not(tiny_bert):
 
 
 def count_encoder_calls(embedder):
-    """A list that grows by the number of windows each time the encoder runs."""
+    """A list that grows by the number of windows each time the encoder runs (windows of different lengths may go in
+    separate calls)."""
     calls = []
     embedder.encoder.register_forward_hook(lambda module, args, kwargs, out: calls.append(len(kwargs["input_ids"])),
                                            with_kwargs=True)  # fmt: skip
@@ -224,18 +231,18 @@ def test_a_frozen_encoder_reads_each_sentence_once_and_keeps_its_vectors(tiny_be
     embedder.load_state_dict(uncached.state_dict())
     calls = count_encoder_calls(embedder)
     embed(embedder, SENTENCES)
-    assert calls == [2] and embedder._cache == {}  # tagging new text keeps nothing
+    assert sum(calls) == 2 and embedder._kept.vectors == {}  # tagging new text keeps nothing
     embedder.use_cache(True)
     calls.clear()
     first = embed(embedder, SENTENCES)
-    assert calls == [2] and len(embedder._cache) == 2  # both sentences read, one window each
+    assert sum(calls) == 2 and len(embedder._kept.vectors) == 2  # both sentences read, one window each
     torch.testing.assert_close(first, embed(uncached, SENTENCES))
 
     third = ["the", "boy", "call"]
     again = embed(embedder, [SENTENCES[1], third, SENTENCES[1]])  # one new sentence, one met twice
-    assert calls == [2, 1] and len(embedder._cache) == 3
+    assert sum(calls) == 3 and len(embedder._kept.vectors) == 3
     torch.testing.assert_close(again, embed(uncached, [SENTENCES[1], third, SENTENCES[1]]))
-    assert embedder._cache_used == sum(v.numel() * 4 for v in embedder._cache.values()) > 0
+    assert embedder._kept.used == sum(v.numel() * 4 for v in embedder._kept.vectors.values()) > 0
 
     again.pow(2).sum().backward()  # the scalar mix still learns from kept vectors
     assert embedder.mix.weights.grad.abs().sum() > 0 and embedder.mix.gamma.grad is not None
@@ -243,13 +250,15 @@ def test_a_frozen_encoder_reads_each_sentence_once_and_keeps_its_vectors(tiny_be
     with torch.no_grad():
         uncached.mix.weights.fill_(0.7)
     embedder.load_state_dict(uncached.state_dict())  # new weights: the kept vectors go
-    assert embedder._cache == {} and embedder._cache_used == 0
+    assert embedder._kept.vectors == {} and embedder._kept.used == 0
     import copy
 
     embed(embedder, SENTENCES)
-    assert len(embedder._cache) == 2 and copy.deepcopy(embedder)._cache == {}  # copies leave the cache behind
+    assert (
+        len(embedder._kept.vectors) == 2 and copy.deepcopy(embedder)._kept.vectors == {}
+    )  # copies leave the cache behind
     embedder.use_cache(False)
-    assert embedder._cache == {} and embedder._cache_used == 0
+    assert embedder._kept.vectors == {} and embedder._kept.used == 0
 
 
 def test_the_cache_stops_at_its_size_and_fine_tuning_keeps_none(tiny_bert):
@@ -259,17 +268,101 @@ def test_the_cache_stops_at_its_size_and_fine_tuning_keeps_none(tiny_bert):
     embedder.cache_bytes = one_sentence + 10
     calls = count_encoder_calls(embedder)
     embed(embedder, SENTENCES)
-    assert list(embedder._cache) == [tuple(SENTENCES[0])] and embedder._cache_used == one_sentence
+    assert list(embedder._kept.vectors) == [tuple(SENTENCES[0])] and embedder._kept.used == one_sentence
     embed(embedder, SENTENCES)
-    assert calls == [2, 1]  # the sentence that did not fit is read again
+    assert sum(calls) == 3  # the sentence that did not fit is read again
 
     tuned = TransformerEmbedder(str(tiny_bert), finetune=True).eval()
     tuned.use_cache(True)
     calls = count_encoder_calls(tuned)
     embed(tuned, SENTENCES), embed(tuned, SENTENCES)
-    assert calls == [2, 2] and tuned._cache == {}
+    assert sum(calls) == 4 and tuned._kept.vectors == {}
     with pytest.raises(SeqtagInputError, match="transformer_cache_mb"):
         TransformerEmbedder(str(tiny_bert), cache_mb=-1)
+
+
+def test_fits_sharing_kept_vectors_read_a_sentence_once_for_the_same_weights(tiny_bert, tmp_path):
+    first, second = TransformerEmbedder(str(tiny_bert)).eval(), TransformerEmbedder(str(tiny_bert)).eval()
+    other = TransformerEmbedder(str(write_tiny_bert(tmp_path / "other", seed=1))).eval()
+    expected = embed(first, SENTENCES)
+    assert first.fingerprint() == second.fingerprint() != other.fingerprint()
+    with sharing_kept_vectors():
+        first.use_cache(True)
+        embed(first, SENTENCES)
+        first.use_cache(False)  # one trial ends: its vectors stay with the scope
+        assert first._kept.vectors == {}
+        with sharing_kept_vectors():  # a nested scope (a trial's own `seqtag fit`) shares the outer one's
+            calls = count_encoder_calls(second)
+            second.use_cache(True)
+            torch.testing.assert_close(embed(second, SENTENCES), expected)
+            assert calls == [] and len(second._kept.vectors) == 2
+        calls = count_encoder_calls(other)
+        other.use_cache(True)  # other weights: read again
+        embed(other, SENTENCES)
+        assert sum(calls) == 2
+    alone = TransformerEmbedder(str(tiny_bert)).eval()
+    calls = count_encoder_calls(alone)
+    alone.use_cache(True)  # outside any scope: its own vectors only
+    embed(alone, SENTENCES)
+    assert sum(calls) == 2
+
+
+def test_a_frozen_fit_reads_each_sentence_once_calibration_included(tmp_path, monkeypatch):
+    from seqtag import calibration
+
+    folder = write_tiny_bert(tmp_path / "encoder")
+    train, dev = small_split(tmp_path, "train", 40), small_split(tmp_path, "dev", 20)
+    read, kept_at_calibration = [], []
+    layer_vectors, fit_temperature = TransformerEmbedder.layer_vectors, calibration.fit_temperature
+
+    def reading(self, sentences):
+        read.extend(map(tuple, sentences))
+        return layer_vectors(self, sentences)
+
+    def calibrating(model, batches):
+        kept_at_calibration.append(len(model.transformer._kept.vectors))
+        return fit_temperature(model, batches)
+
+    monkeypatch.setattr(TransformerEmbedder, "layer_vectors", reading)
+    monkeypatch.setattr(calibration, "fit_temperature", calibrating)
+    args = [
+        "--config", ROOT / "configs" / "quickstart.yaml", "--data.train", train, "--data.validation", dev,
+        "--data.test", "null", "--data.cache_dir", tmp_path / "cache", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false", "--trainer.max_epochs=2", f"--trainer.default_root_dir={tmp_path}/runs",
+        "--model.transformer", folder,
+    ]  # fmt: skip
+    cli_main(["fit", *map(str, args)])
+    blocks = [block for path in (train, dev) for block in Path(path).read_text().split("\n\n") if block.strip()]
+    sentences = {tuple(line.split()[0] for line in block.splitlines()) for block in blocks}
+    assert len(read) == len(set(read)) and set(read) == sentences  # two epochs and validation: once each
+    assert kept_at_calibration == [len(sentences)]  # the calibration after the fit read the fit's vectors
+
+
+def test_the_trials_of_a_search_read_each_sentence_once_in_all(tmp_path, monkeypatch):
+    from seqtag.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    folder = write_tiny_bert(tmp_path / "encoder")
+    train, dev = small_split(tmp_path, "train", 40), small_split(tmp_path, "dev", 20)
+    read = []
+    layer_vectors = TransformerEmbedder.layer_vectors
+
+    def reading(self, sentences):
+        read.extend(map(tuple, sentences))
+        return layer_vectors(self, sentences)
+
+    monkeypatch.setattr(TransformerEmbedder, "layer_vectors", reading)
+    space = tmp_path / "space.yaml"
+    space.write_text("model.dropout: {type: float, low: 0.1, high: 0.5}\n", encoding="utf-8")
+    args = [
+        "tune", "--config", ROOT / "configs" / "quickstart.yaml", "--search", space, "--trials", "2",
+        "--output", tmp_path / "tune", "--data.train", train, "--data.validation", dev, "--data.test", "null",
+        "--data.cache_dir", tmp_path / "cache", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+        "--model.transformer", folder, "--pruner", "none",
+    ]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    assert len(list((tmp_path / "tune").rglob("best.ckpt"))) == 2  # two trials trained
+    assert len(read) == len(set(read)) == 60  # the 40 + 20 sentences, by the first trial only
 
 
 def tagger(tiny_bert, **options):
@@ -302,11 +395,11 @@ def test_a_fit_keeps_the_frozen_encoders_vectors_and_forgets_them_at_its_end(tin
     }  # fmt: skip
     model.on_fit_start()
     first, second = model(batch), model(batch)
-    assert calls == [1] and len(model.transformer._cache) == 1
+    assert calls == [1] and len(model.transformer._kept.vectors) == 1
     torch.testing.assert_close(first, second)
     model.on_fit_end()
     model(batch)
-    assert calls == [1, 1] and model.transformer._cache == {}
+    assert calls == [1, 1] and model.transformer._kept.vectors == {}
 
 
 def test_the_transformer_alone_represents_the_words_with_word_dim_0(tiny_bert):
