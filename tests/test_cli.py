@@ -224,6 +224,20 @@ def test_wandb_runs_offline_without_login(tmp_path):
     assert checkpoints
 
 
+def test_default_root_dir_holds_the_runs_files_with_the_wandb_logger(tmp_path, monkeypatch):
+    """`--trainer.default_root_dir X` puts checkpoints and W&B's files under X, as without a logger (the logger's
+    own save_dir, when given, wins: test above)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    train = small_split(tmp_path, "train", 40)
+    root = tmp_path / "elsewhere"
+    cli = cli_main(["fit", "--config", str(ROOT / "configs" / "quickstart.yaml"), "--data.train", str(train),
+                    "--data.validation", str(train), "--data.cache_dir", str(tmp_path / "cache"),
+                    "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.default_root_dir",
+                    str(root)])  # fmt: skip
+    assert Path(cli.trainer.checkpoint_callback.best_model_path).resolve().is_relative_to(root.resolve())
+    assert list((root / "wandb").glob("offline-run-*"))
+
+
 def test_real_data_smoke(shared_data, tmp_path):
     """A few batches of CoNLL-2003 with GloVe: the real files load, train and score."""
     result = seqtag(

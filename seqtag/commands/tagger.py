@@ -30,6 +30,8 @@ from seqtag.errors import SeqtagInputError
 from seqtag.loggers import WandbLogger
 from seqtag.tagger import Tagger
 
+DEFAULT_ROOT = "runs"  # where a run's files go unless trainer.default_root_dir or the logger's save_dir say otherwise
+
 
 def trainer_defaults() -> dict:
     """The Trainer's defaults for seqtag; any of them can be overridden in a config or on the command line."""
@@ -37,8 +39,8 @@ def trainer_defaults() -> dict:
         "max_epochs": 50,
         "gradient_clip_val": 5.0,
         "use_distributed_sampler": False,  # the bucketed batch sampler splits batches across processes itself
-        "default_root_dir": "runs",
-        "logger": lazy_instance(WandbLogger, project="seqtag", save_dir="runs"),
+        "default_root_dir": DEFAULT_ROOT,
+        "logger": lazy_instance(WandbLogger, project="seqtag", save_dir=DEFAULT_ROOT),
     }
 
 
@@ -117,6 +119,17 @@ class SeqtagCLI(LightningCLI):
             )
         if self.subcommand in ("test", "predict", "validate"):
             self._options_from_checkpoint(config)
+        logger = config.trainer.get("logger")
+        init_args = getattr(logger, "init_args", None)
+        if (
+            getattr(logger, "class_path", "").endswith(".WandbLogger")
+            and getattr(init_args, "save_dir", None) == DEFAULT_ROOT
+            and config.trainer.get("default_root_dir") not in (None, DEFAULT_ROOT)
+            and not any("save_dir" in a for a in self.given_args)
+        ):
+            # The run's files (checkpoints, W&B's own) go where --trainer.default_root_dir says, as they do without
+            # a logger, unless the logger's save_dir is given too.
+            init_args.save_dir = str(config.trainer.default_root_dir)
         if self.subcommand in ("test", "predict", "validate") and config.trainer.get("logger") is not None:
             # Evaluation and tagging need no new W&B run unless one is asked for on the command line.
             if not any(a.startswith("--trainer.logger") for a in self.given_args):
