@@ -49,7 +49,7 @@ SUBWORDS_PER_CALL = 8192
 # The windows of a batch go through the encoder shortest first, in blocks whose longest window is at most this
 # factor (plus one subword) longer than their shortest, each block padded to its own longest. CoNLL-2003's training
 # sentences in document batches: one block per batch read 3.6 times their subwords, these blocks 1.06 times; a frozen
-# MiniLM-L6 on one thread read 30 sentences a second before, 84 after (docs/transformer.md has the other factors tried).
+# MiniLM-L6 on one thread read 59-60 sentences a second before, 178-186 after (docs/transformer.md: other factors).
 BLOCK_GROWTH = 1.1
 
 
@@ -377,7 +377,7 @@ class TransformerEmbedder(nn.Module):
 
     def fingerprint(self) -> str:
         """A digest of what a sentence's kept vectors depend on: the encoder's weights, tokenizer, pooling, layers
-        and windows (0.2 s for the MiniLM's 90 MB)."""
+        and windows (0.05-0.09 s for the MiniLM's 90 MB)."""
         digest = hashlib.sha256(repr((self.pooling, self.layers, self.window, self.prefix, self.suffix)).encode())
         digest.update(json.dumps(self._spec["tokenizer"], sort_keys=True).encode())
         for name, tensor in self.encoder.state_dict().items():
