@@ -76,9 +76,9 @@ class Tagger(TaggerNetwork, L.LightningModule):
             frozen. Default: False
         transformer_lr: the encoder's learning rate when fine-tuned (its own optimizer parameter group; the rest
             of the model keeps the optimizer's). Default: 3e-5
-        transformer_cache_mb: a frozen encoder's vectors of each sentence (every selected layer, before the mix) are
-            kept in memory up to this many megabytes, so later epochs and evaluations do not run the encoder again
-            for them; 0 keeps none. Fine-tuning keeps none. Default: 4096
+        transformer_cache_mb: during a fit, a frozen encoder's vectors of each sentence (every selected layer, before
+            the mix) are kept in memory up to this many megabytes, so later epochs, validation and the calibration
+            after the fit do not run the encoder again for them; 0 keeps none. Fine-tuning keeps none. Default: 4096
         cell: ``lstm``, ``gru`` or ``rnn``. Default: ``lstm``
         implementation: ``torch`` or ``reference`` (LSTM from its equations). Default: ``torch``
         hidden_size: encoder hidden size per direction. Default: 200
