@@ -23,6 +23,7 @@ from seqtag.modules.dropout import Dropout, LockedDropout
 from seqtag.modules.embeddings import TokenEmbedder
 from seqtag.modules.encoder import LAYOUT_KEYS, DocumentEncoder, RNNEncoder
 from seqtag.modules.memory import DocumentMemory
+from seqtag.modules.neighbour_lm import NeighbourWordLM
 
 # Where a checkpoint keeps the character LMs' and the transformer's specs (seqtag.modules.contextual.SPECS_KEY,
 # seqtag.modules.transformer.SPEC_KEY; repeated here so that reading a checkpoint imports neither module).
@@ -97,6 +98,8 @@ class TaggerNetwork(nn.Module):
         confidence_temperature: float = 1.0,
         char_dropout: float = 0.0,
         loss_reduction: str = "mean",
+        lm_weight: float = 0.0,
+        lm_words: int = 7500,
     ) -> None:
         super().__init__()
         if not labels:
@@ -113,6 +116,8 @@ class TaggerNetwork(nn.Module):
             raise SeqtagInputError(f"char_dropout should be in [0, 1), got {char_dropout}")
         if loss_reduction not in ("mean", "sum"):
             raise SeqtagInputError(f"loss_reduction should be 'mean' or 'sum', got {loss_reduction!r}")
+        if lm_weight < 0 or lm_words < 2:
+            raise SeqtagInputError(f"lm_weight should be >= 0 and lm_words >= 2, got {lm_weight} and {lm_words}")
         if label_smoothing and head != "softmax":
             raise SeqtagInputError(f"label_smoothing applies to the softmax head, not to head={head!r}")
         if documents_turned_off(documents_available, document_memory, document_context):
@@ -176,6 +181,10 @@ class TaggerNetwork(nn.Module):
         if self.memory is not None:
             features += self.encoder.output_size + self.memory.extra_size
         self.projection = nn.Linear(features, len(labels))
+        self.lm_weight = lm_weight
+        self.neighbour_lm = None
+        if lm_weight > 0:
+            self.neighbour_lm = NeighbourWordLM(self.encoder.output_size // 2, min(lm_words, vocab_size))
         self.crf = None
         if head == "crf":
             constraints = schemes.allowed_transitions(self.labels, self.scheme) if self.scheme else None
@@ -219,6 +228,14 @@ class TaggerNetwork(nn.Module):
                 for a model with ``document_memory`` or ``document_context``
             returns: (B, T, K)
         """
+        return self.emit(batch, *self.encode(batch))
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """The BiLSTM states of a batch (see :meth:`forward`), with the batch's mask and whether it is padded.
+
+        Shape:
+            returns: states (B, T, 2H), zeros at padded positions; mask (B, T); padded
+        """
         lengths = batch["lengths"]
         mask = length_mask(lengths, batch["word_ids"].shape[1])  # (B, T)
         layout = {key: batch[key] for key in LAYOUT_KEYS} if LAYOUT_KEYS[0] in batch else None
@@ -246,6 +263,12 @@ class TaggerNetwork(nn.Module):
             encoded = self.encoder(self.dropout(tokens), lengths, batch["document"], batch["index"], layout)
         else:
             encoded = self.encoder(self.dropout(tokens), lengths if padded else None)  # (B, T, 2H)
+        return encoded, mask, padded
+
+    def emit(
+        self, batch: dict[str, torch.Tensor], encoded: torch.Tensor, mask: torch.Tensor, padded: bool
+    ) -> torch.Tensor:
+        """Emission scores from :meth:`encode`'s results: (B, T, 2H) → (B, T, K)."""
         if self.memory is not None:
             memory = self.memory(encoded, batch["word_ids"], batch["document"], mask if padded else None)
             encoded = torch.cat([encoded, memory], dim=-1)  # (B, T, 4H + 1)
@@ -260,6 +283,13 @@ class TaggerNetwork(nn.Module):
         return F.cross_entropy(
             emissions[mask], tag_ids[mask], label_smoothing=self.label_smoothing, reduction=self.loss_reduction
         )
+
+    def neighbour_loss(self, states: torch.Tensor, word_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The language-modelling loss (``lm_weight`` > 0): the negative log-likelihood of each word's neighbours
+        given the BiLSTM states (:class:`~seqtag.modules.neighbour_lm.NeighbourWordLM`), per sentence, reduced over
+        the batch as :meth:`loss` is, times ``lm_weight``. (B, T, 2H) states → a scalar."""
+        nll = self.neighbour_lm(self.dropout(states), word_ids, mask)  # (B,)
+        return self.lm_weight * (nll.sum() if self.loss_reduction == "sum" else nll.mean())
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, K) emissions → (B, T) best tag ids (Viterbi for the CRF, argmax otherwise)."""

@@ -109,6 +109,12 @@ class Tagger(TaggerNetwork, L.LightningModule):
         loss_reduction: ``mean`` (the batch's mean loss per sentence, or per token for softmax: the step size does not
             depend on the batch size) or ``sum`` (as NCRF++ and flair: at the same learning rate, steps ``batch_size``
             times larger). Default: ``mean``
+        lm_weight: in training, add this weight times a language-modelling loss (Rei 2017): the BiLSTM's forward
+            state at each word predicts the next word and its backward state the previous word, from the training
+            sentences themselves (:class:`~seqtag.modules.neighbour_lm.NeighbourWordLM`); 0 turns it off. The
+            logged ``train/loss`` then includes it; evaluation losses do not. Default: 0.0
+        lm_words: the language-modelling loss predicts the ``lm_words`` most frequent training words, and the rest
+            as one class (UNK). Default: 7500 (Rei 2017)
         optimizer: the optimizer, e.g. ``torch.optim.SGD`` with its arguments. Default: Adam (lr 0.001)
         lr_scheduler: an optional scheduler; ``ReduceLROnPlateau`` watches the validation metric. Default: None
     """
@@ -152,6 +158,8 @@ class Tagger(TaggerNetwork, L.LightningModule):
         confidence_temperature: float = 1.0,
         char_dropout: float = 0.0,
         loss_reduction: Literal["mean", "sum"] = "mean",
+        lm_weight: float = 0.0,
+        lm_words: int = 7500,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -196,6 +204,8 @@ class Tagger(TaggerNetwork, L.LightningModule):
             confidence_temperature,
             char_dropout,
             loss_reduction,
+            lm_weight,
+            lm_words,
         )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         if turned_off:  # the checkpoint's hyperparameters then describe the model as built
@@ -231,9 +241,11 @@ class Tagger(TaggerNetwork, L.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ steps
     def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        emissions = self(batch)  # (B, T, K)
-        mask = length_mask(batch["lengths"], emissions.shape[1])  # (B, T)
+        states, mask, padded = self.encode(batch)  # (B, T, 2H), (B, T)
+        emissions = self.emit(batch, states, mask, padded)  # (B, T, K)
         loss = self.loss(emissions, batch["tag_ids"], mask)
+        if stage == "train" and self.neighbour_lm is not None:
+            loss = loss + self.neighbour_loss(states, batch["word_ids"], mask)
         if stage == "train" and not torch.isfinite(loss):
             # Raised before backward, so the weights (and every checkpoint written so far) stay finite.
             raise NonFiniteLossError(
