@@ -260,3 +260,24 @@ def test_sgd_without_momentum_steps_fused_and_bit_for_bit_the_same(options, fuse
             optimizer.zero_grad()
         weights[name] = [p.detach().clone() for p in model.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(weights["configured"], weights["chosen"]))
+
+
+def test_lm_weight_adds_the_neighbour_loss_in_training_only():
+    sizes = dict(vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4, hidden_size=6, dropout=0.0)
+    torch.manual_seed(0)
+    plain = Tagger(LABELS, "BIOES", **sizes)
+    with_lm = Tagger(LABELS, "BIOES", lm_weight=0.5, lm_words=5, **sizes)
+    assert plain.neighbour_lm is None and with_lm.neighbour_lm.num_words == 5
+    with_lm.load_state_dict(plain.state_dict(), strict=False)  # the same tagger, plus the LM heads
+    b = batch()
+    states, mask, _ = with_lm.encode(b)
+    expected = plain._common_step(b, "train") + 0.5 * with_lm.neighbour_lm(states, b["word_ids"], mask).mean()
+    loss = with_lm._common_step(b, "train")
+    torch.testing.assert_close(loss, expected)
+    assert loss > plain._common_step(b, "train")
+    loss.backward()
+    assert with_lm.neighbour_lm.next_word[0].weight.grad.abs().sum() > 0
+    # Evaluation scores the tags alone.
+    torch.testing.assert_close(with_lm._common_step(b, "val"), plain._common_step(b, "val"))
+    with pytest.raises(SeqtagInputError, match="lm_weight"):
+        Tagger(LABELS, "BIOES", lm_weight=-1.0, **sizes)
