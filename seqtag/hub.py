@@ -62,6 +62,8 @@ FORMAT_VERSION = 1
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, PRETRAINED_WORDS_NAME)
 # Checkpoint hyperparameters that are not the model's: training-only factories and LightningCLI's bookkeeping.
 NOT_MODEL = ("optimizer", "lr_scheduler", "_instantiator", "_class_path")
+# Weights used in training only (the language-modelling loss's heads): a folder is for tagging, so it leaves them out.
+TRAINING_ONLY_WEIGHTS = ("neighbour_lm.",)
 # Data options not worth publishing: local working files and machine settings.
 NOT_DATA = ("_instantiator", "_class_path", "vocab", "predict", "cache_dir", "num_workers")
 # owner/name, optionally @revision; a name like this that is no file or folder is taken for a Hub model.
@@ -88,6 +90,8 @@ def model_config(checkpoint: dict[str, Any]) -> dict[str, Any]:
         hparams[f"char_lm_{direction}"] = spec
     if TRANSFORMER_KEY in checkpoint:  # the encoder's config and tokenizer files (its weights are in the state_dict)
         hparams["transformer"] = checkpoint[TRANSFORMER_KEY]
+    if hparams.get("lm_weight"):
+        hparams["lm_weight"] = 0.0  # its heads are TRAINING_ONLY_WEIGHTS: the folder's model is built without them
     return _plain(hparams, "model")
 
 
@@ -176,7 +180,7 @@ def save_checkpoint_dict(
         raise SeqtagInputError(f"the checkpoint holds {unknown}, which a model folder (format {FORMAT_VERSION}) lacks")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = dict(checkpoint["state_dict"])
+    tensors = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(TRAINING_ONLY_WEIGHTS)}
     table = checkpoint.get(PRETRAINED_KEY)
     words = pretrained_words(table) if table else []
     if table:

@@ -360,6 +360,23 @@ def test_character_lms_document_memory_and_feature_columns_travel(tmp_path):
     assert config["model"]["char_lm_forward"]["hyper_parameters"]["hidden_size"] == 7  # the spec, not a path
 
 
+def test_a_folder_leaves_out_the_language_modelling_heads(tmp_path):
+    """lm_weight's heads train the encoder; tagging does not use them, so the folder neither stores nor builds them."""
+    sentences = [["Peter", "Blackburn", "visited", "Brussels"], ["EU", "rejects", "Peter"]]
+    labels = ["O", "B-PER", "I-PER", "E-PER", "S-PER"]
+    vocab = Vocab.build(sentences, labels, scheme="BIOES", data_scheme="IOB2")
+    torch.manual_seed(0)
+    tagger = Tagger(labels, "BIOES", len(vocab.words), len(vocab.chars), word_dim=6, char_hidden=4, hidden_size=5,
+                    lm_weight=0.1, lm_words=6).eval()  # fmt: skip
+    tagger.vocab = vocab
+    expected = tagger.predict(sentences, marginals=True)
+    folder = tagger.save_pretrained(tmp_path / "folder")
+    assert not [name for name in load_file(folder / "model.safetensors") if name.startswith("neighbour_lm.")]
+    assert json.loads((folder / "config.json").read_text())["model"]["lm_weight"] == 0.0
+    shared = Tagger.from_pretrained(folder)
+    assert shared.neighbour_lm is None and shared.predict(sentences, marginals=True) == expected
+
+
 def test_state_a_folder_cannot_carry_is_an_error_not_a_broken_folder(checkpoint, tmp_path):
     saved = torch.load(checkpoint, weights_only=True)
     with pytest.raises(SeqtagInputError, match=r"holds \['seqtag_new_state'\], which a model folder"):
