@@ -214,14 +214,14 @@ def test_the_network_takes_the_taggers_model_arguments_with_the_same_defaults():
 
 def test_document_model_step_has_fixed_shapes_and_no_host_sync(monkeypatch):
     """The shipped CoNLL-2003 model (character CNN, casing, word and singleton dropout, document context and memory,
-    CRF) with a batch that carries its document layout, as the data module gives it: emissions and loss run on the
-    meta device, where any host read or value-dependent shape raises (what would stall a GPU step); on the CPU the
-    layout changes nothing."""
+    CRF; here with the language-modelling loss too) with a batch that carries its document layout, as the data module
+    gives it: emissions and loss run on the meta device, where any host read or value-dependent shape raises (what
+    would stall a GPU step); on the CPU the layout changes nothing."""
     from seqtag.modules.encoder import document_layout
 
     torch.manual_seed(0)
     options = dict(SIZES, casing_dim=3, word_dropout=0.05, singleton_dropout=0.5)
-    model = Tagger(LABELS, "BIOES", document_context=True, document_memory=True, **options).eval()
+    model = Tagger(LABELS, "BIOES", document_context=True, document_memory=True, lm_weight=0.1, **options).eval()
     batch = collate([dict(PARIS, document=0), dict(AGAIN, document=0), dict(PARIS, document=1, index=2)])
     with_layout = {**batch, **document_layout(batch["lengths"], batch["document"], batch["index"], 3)}
     with torch.no_grad():
@@ -235,6 +235,8 @@ def test_document_model_step_has_fixed_shapes_and_no_host_sync(monkeypatch):
     # autocast has no meta device; the CRF only turns it off
     monkeypatch.setattr(torch, "autocast", lambda device_type, enabled: contextlib.nullcontext())
     assert model.loss(emissions, meta["tag_ids"], length_mask(meta["lengths"], 3)).shape == ()
+    states, mask, _ = model.encode(meta)  # the language-modelling loss off the CPU: fixed shapes too
+    assert model.neighbour_loss(states, meta["word_ids"], mask).shape == ()
 
 
 @pytest.mark.parametrize(("options", "fused"), [({}, True), ({"weight_decay": 1e-3}, True), ({"momentum": 0.9}, None)])

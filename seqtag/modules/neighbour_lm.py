@@ -37,17 +37,28 @@ class NeighbourWordLM(nn.Module):
         self.next_word = nn.Sequential(nn.Linear(hidden_size, hidden), nn.Tanh(), nn.Linear(hidden, num_words))
         self.previous_word = nn.Sequential(nn.Linear(hidden_size, hidden), nn.Tanh(), nn.Linear(hidden, num_words))
 
-    def forward(self, states: torch.Tensor, word_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, states: torch.Tensor, word_ids: torch.Tensor, mask: torch.Tensor, select: bool | None = None
+    ) -> torch.Tensor:
+        """``select``: run the heads on the real pairs only (boolean indexing reads the mask on the host) rather than
+        on every position with padding masked out (fixed shapes, no host sync). Default: on the CPU only, where
+        document batches' padding would cost more than the read."""
         h = self.hidden_size
         targets = torch.where(word_ids < self.num_words, word_ids, UNK_ID)  # (B, T)
         # Position t of `pairs` is True when words t and t + 1 both exist: forward state t → word t + 1, backward
-        # state t + 1 → word t. Only those positions go through the heads (document batches are padded).
+        # state t + 1 → word t.
         pairs = mask[:, 1:]  # (B, T - 1)
-        sentence = pairs.nonzero()[:, 0]  # (N,) the sentence of each pair
-        next_nll = F.cross_entropy(
-            self.next_word(states[:, :-1, :h][pairs]), targets[:, 1:][pairs], reduction="none"
-        )  # (N,)
-        previous_nll = F.cross_entropy(
-            self.previous_word(states[:, 1:, h:][pairs]), targets[:, :-1][pairs], reduction="none"
-        )  # (N,)
-        return states.new_zeros(states.shape[0]).index_add_(0, sentence, next_nll + previous_nll)  # (B,)
+        if select if select is not None else states.device.type == "cpu":
+            sentence = pairs.nonzero()[:, 0]  # (N,) the sentence of each pair
+            nll = F.cross_entropy(
+                self.next_word(states[:, :-1, :h][pairs]), targets[:, 1:][pairs], reduction="none"
+            ) + F.cross_entropy(
+                self.previous_word(states[:, 1:, h:][pairs]), targets[:, :-1][pairs], reduction="none"
+            )  # (N,)
+            return states.new_zeros(states.shape[0]).index_add_(0, sentence, nll)  # (B,)
+        nll = F.cross_entropy(
+            self.next_word(states[:, :-1, :h]).flatten(0, 1), targets[:, 1:].flatten(), reduction="none"
+        ) + F.cross_entropy(
+            self.previous_word(states[:, 1:, h:]).flatten(0, 1), targets[:, :-1].flatten(), reduction="none"
+        )  # (B * (T - 1),)
+        return (nll.view_as(pairs) * pairs).sum(1)  # (B,)

@@ -28,10 +28,12 @@ def test_each_word_predicts_its_neighbours_and_rare_words_are_unk():
     lengths = torch.tensor([4, 3, 1])
     mask = torch.arange(4)[None, :] < lengths[:, None]
     states = torch.randn(3, 4, 6, dtype=torch.float64)
-    loss = lm(states, word_ids, mask)
-    assert loss.shape == (3,)
-    torch.testing.assert_close(loss, brute_force(lm, states, word_ids, lengths), rtol=0, atol=1e-12)
-    assert loss[2] == 0  # a one-word sentence has no neighbours
+    expected = brute_force(lm, states, word_ids, lengths)
+    for select in (True, False):  # the real pairs only (CPU), or every position with padding masked out
+        loss = lm(states, word_ids, mask, select=select)
+        assert loss.shape == (3,)
+        torch.testing.assert_close(loss, expected, rtol=0, atol=1e-12)
+        assert loss[2] == 0  # a one-word sentence has no neighbours
 
 
 def test_padding_changes_nothing_and_the_forward_half_never_sees_the_word_it_predicts():
