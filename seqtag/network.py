@@ -286,10 +286,14 @@ class TaggerNetwork(nn.Module):
 
     def neighbour_loss(self, states: torch.Tensor, word_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The language-modelling loss (``lm_weight`` > 0): the negative log-likelihood of each word's neighbours
-        given the BiLSTM states (:class:`~seqtag.modules.neighbour_lm.NeighbourWordLM`), per sentence, reduced over
-        the batch as :meth:`loss` is, times ``lm_weight``. (B, T, 2H) states → a scalar."""
+        given the BiLSTM states (:class:`~seqtag.modules.neighbour_lm.NeighbourWordLM`), reduced over the batch as
+        :meth:`loss` is (the mean per sentence for the CRF, per token for softmax, or the sum), times ``lm_weight``.
+        (B, T, 2H) states → a scalar."""
         nll = self.neighbour_lm(self.dropout(states), word_ids, mask)  # (B,)
-        return self.lm_weight * (nll.sum() if self.loss_reduction == "sum" else nll.mean())
+        if self.loss_reduction == "sum":
+            return self.lm_weight * nll.sum()
+        # The mean over what the tagging loss averages over: sentences (CRF) or tokens (softmax).
+        return self.lm_weight * (nll.mean() if self.crf is not None else nll.sum() / mask.sum())
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, K) emissions → (B, T) best tag ids (Viterbi for the CRF, argmax otherwise)."""

@@ -281,5 +281,10 @@ def test_lm_weight_adds_the_neighbour_loss_in_training_only():
     assert with_lm.neighbour_lm.next_word[0].weight.grad.abs().sum() > 0
     # Evaluation scores the tags alone.
     torch.testing.assert_close(with_lm._common_step(b, "val"), plain._common_step(b, "val"))
+    # A softmax head averages per token: so does the language-modelling loss.
+    softmax = Tagger(LABELS, "BIOES", head="softmax", lm_weight=0.5, lm_words=5, **sizes)
+    states, mask, _ = softmax.encode(b)
+    per_sentence = softmax.neighbour_lm(states, b["word_ids"], mask)
+    torch.testing.assert_close(softmax.neighbour_loss(states, b["word_ids"], mask), 0.5 * per_sentence.sum() / 4)
     with pytest.raises(SeqtagInputError, match="lm_weight"):
         Tagger(LABELS, "BIOES", lm_weight=-1.0, **sizes)
