@@ -112,7 +112,8 @@ class Tagger(TaggerNetwork, L.LightningModule):
         lm_weight: in training, add this weight times a language-modelling loss (Rei 2017): the BiLSTM's forward
             state at each word predicts the next word and its backward state the previous word, from the training
             sentences themselves (:class:`~seqtag.modules.neighbour_lm.NeighbourWordLM`); 0 turns it off. The
-            logged ``train/loss`` then includes it; evaluation losses do not. Default: 0.0
+            weighted term is logged as ``train/lm_loss``; ``train/loss`` and the evaluation losses stay the tagging
+            loss. Default: 0.0
         lm_words: the language-modelling loss predicts the ``lm_words`` most frequent training words, and the rest
             as one class (UNK). Default: 7500 (Rei 2017)
         optimizer: the optimizer, e.g. ``torch.optim.SGD`` with its arguments. Default: Adam (lr 0.001)
@@ -246,42 +247,49 @@ class Tagger(TaggerNetwork, L.LightningModule):
         states, mask, padded = self.encode(batch)  # (B, T, 2H), (B, T)
         emissions = self.emit(batch, states, mask, padded)  # (B, T, K)
         loss = self.loss(emissions, batch["tag_ids"], mask)
-        if stage == "train" and self.neighbour_lm is not None:
-            loss = loss + self.neighbour_loss(states, batch["word_ids"], mask)
-        if stage == "train" and not torch.isfinite(loss):
-            # Raised before backward, so the weights (and every checkpoint written so far) stay finite.
-            raise NonFiniteLossError(
-                f"train/loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: training "
-                f"stopped, the checkpoints written so far are kept (lower the learning rate, or set "
-                f"trainer.gradient_clip_val)"
-            )
         batch_size = batch["lengths"].shape[0]
         if stage == "train":
-            self._log_train_loss(loss.detach(), batch_size)
-        else:
-            weight = loss.new_tensor(batch_size) if self.crf is not None else mask.sum()
-            mean = loss / weight if self.loss_reduction == "sum" else loss  # evaluation logs the mean either way
-            self.eval_losses[stage].update(mean.detach(), weight)  # logged at the epoch's end (_log_metric)
-            preds = self.decode(emissions, mask)  # (B, T)
-            self.metrics[stage].update(preds, batch["tag_ids"], mask)
-            if stage == "test" and self.test_confusion is not None:
-                self.test_confusion.update(preds, batch["tag_ids"], mask)
+            lm_loss = None
+            if self.neighbour_lm is not None:
+                lm_loss = self.neighbour_loss(states, batch["word_ids"], mask)
+            total = loss if lm_loss is None else loss + lm_loss
+            if not torch.isfinite(total):
+                # Raised before backward, so the weights (and every checkpoint written so far) stay finite.
+                raise NonFiniteLossError(
+                    f"train/loss is {total.item()} at epoch {self.current_epoch}, step {self.global_step}: training "
+                    f"stopped, the checkpoints written so far are kept (lower the learning rate, or set "
+                    f"trainer.gradient_clip_val)"
+                )
+            self._log_train_loss(loss.detach(), batch_size, None if lm_loss is None else lm_loss.detach())
+            return total
+        weight = loss.new_tensor(batch_size) if self.crf is not None else mask.sum()
+        mean = loss / weight if self.loss_reduction == "sum" else loss  # evaluation logs the mean either way
+        self.eval_losses[stage].update(mean.detach(), weight)  # logged at the epoch's end (_log_metric)
+        preds = self.decode(emissions, mask)  # (B, T)
+        self.metrics[stage].update(preds, batch["tag_ids"], mask)
+        if stage == "test" and self.test_confusion is not None:
+            self.test_confusion.update(preds, batch["tag_ids"], mask)
         return loss
 
-    def _log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
-        """Logs ``train/loss`` on the steps the loggers write (every ``trainer.log_every_n_steps``, Lightning's
-        rule for one optimizer) and on the epoch's last batch (early stopping without validation data watches it),
-        as the mean over the steps since it was last logged. ``self.log`` on every step cost 0.8 ms a step, 10% of a
-        CoNLL-2003 epoch at NCRF++ size (batches of 10), for values no logger kept."""
-        self._train_losses.append(loss)
+    def _log_train_loss(self, loss: torch.Tensor, batch_size: int, lm_loss: torch.Tensor | None = None) -> None:
+        """Logs ``train/loss`` (the tagging loss, comparable with ``val/loss``) and, with ``lm_weight``,
+        ``train/lm_loss`` (the weighted language-modelling term added to it for the gradient) on the steps the
+        loggers write (every ``trainer.log_every_n_steps``, Lightning's rule for one optimizer) and on the epoch's
+        last batch (early stopping without validation data watches it), as the mean over the steps since it was last
+        logged. ``self.log`` on every step cost 0.8 ms a step, 10% of a CoNLL-2003 epoch at NCRF++ size (batches of
+        10), for values no logger kept."""
+        self._train_losses.append(loss if lm_loss is None else torch.stack([loss, lm_loss]))
         if self._trainer is None:
             due = True
         else:
             every = self.trainer.log_every_n_steps
             due = (every and (self.global_step + 1) % every == 0) or self.trainer.is_last_batch
         if due:
-            self.log("train/loss", torch.stack(self._train_losses).mean(), batch_size=batch_size, prog_bar=True)
+            means = torch.stack(self._train_losses).mean(0)  # () or (2,): tagging, language modelling
             self._train_losses.clear()
+            self.log("train/loss", means if lm_loss is None else means[0], batch_size=batch_size, prog_bar=True)
+            if lm_loss is not None:
+                self.log("train/lm_loss", means[1], batch_size=batch_size)
 
     def on_train_epoch_start(self) -> None:
         self._train_losses = []

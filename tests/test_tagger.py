@@ -274,8 +274,13 @@ def test_lm_weight_adds_the_neighbour_loss_in_training_only():
     b = batch()
     states, mask, _ = with_lm.encode(b)
     expected = plain._common_step(b, "train") + 0.5 * with_lm.neighbour_lm(states, b["word_ids"], mask).mean()
+    logged = {}
+    with_lm.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
     loss = with_lm._common_step(b, "train")
     torch.testing.assert_close(loss, expected)
+    # train/loss stays the tagging loss, comparable with val/loss; the added term is logged apart.
+    torch.testing.assert_close(logged["train/loss"] + logged["train/lm_loss"], expected)
+    torch.testing.assert_close(logged["train/loss"], plain._common_step(b, "train"))
     assert loss > plain._common_step(b, "train")
     loss.backward()
     assert with_lm.neighbour_lm.next_word[0].weight.grad.abs().sum() > 0
