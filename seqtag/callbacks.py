@@ -178,7 +178,8 @@ class EpochSummary(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        # A tagger with lm_weight returns its tagging loss beside the total: train/loss is the tagging loss.
+        loss = outputs.get("tagging_loss", outputs.get("loss")) if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
             loss = loss.detach().float()
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss

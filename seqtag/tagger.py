@@ -214,6 +214,7 @@ class Tagger(TaggerNetwork, L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self._train_losses: list[torch.Tensor] = []  # since train/loss was last logged
+        self._tagging_loss: torch.Tensor | None = None  # of the last training step (without lm_weight's term)
         self.metrics = nn.ModuleDict({stage: self._make_metric() for stage in ("val", "test")})
         # Evaluation loss per sentence (CRF) or token (softmax), weighted by batch: a metric, so that under DDP the
         # processes' sums are added (ranks with fewer sentences would otherwise weigh as much as the others).
@@ -244,6 +245,7 @@ class Tagger(TaggerNetwork, L.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ steps
     def _common_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """The loss a step optimizes (``train``) or the tagging loss, with the metrics updated (``val``, ``test``)."""
         states, mask, padded = self.encode(batch)  # (B, T, 2H), (B, T)
         emissions = self.emit(batch, states, mask, padded)  # (B, T, K)
         loss = self.loss(emissions, batch["tag_ids"], mask)
@@ -260,7 +262,8 @@ class Tagger(TaggerNetwork, L.LightningModule):
                     f"stopped, the checkpoints written so far are kept (lower the learning rate, or set "
                     f"trainer.gradient_clip_val)"
                 )
-            self._log_train_loss(loss.detach(), batch_size, None if lm_loss is None else lm_loss.detach())
+            self._tagging_loss = loss.detach()
+            self._log_train_loss(self._tagging_loss, batch_size, None if lm_loss is None else lm_loss.detach())
             return total
         weight = loss.new_tensor(batch_size) if self.crf is not None else mask.sum()
         mean = loss / weight if self.loss_reduction == "sum" else loss  # evaluation logs the mean either way
@@ -304,8 +307,12 @@ class Tagger(TaggerNetwork, L.LightningModule):
         if self.transformer is not None:
             self.transformer.use_cache(False)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._common_step(batch, "train")
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | dict[str, torch.Tensor]:
+        loss = self._common_step(batch, "train")
+        if self.neighbour_lm is None:
+            return loss
+        # The tagging loss beside the total the gradient comes from: what EpochSummary prints as train/loss.
+        return {"loss": loss, "tagging_loss": self._tagging_loss}
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._common_step(batch, "val")

@@ -293,3 +293,21 @@ def test_lm_weight_adds_the_neighbour_loss_in_training_only():
     torch.testing.assert_close(softmax.neighbour_loss(states, b["word_ids"], mask), 0.5 * per_sentence.sum() / 4)
     with pytest.raises(SeqtagInputError, match="lm_weight"):
         Tagger(LABELS, "BIOES", lm_weight=-1.0, **sizes)
+
+
+def test_epoch_summary_prints_the_tagging_loss_of_a_step_with_lm_weight():
+    """A tagger with lm_weight returns {"loss": total, "tagging_loss": ...}: the epoch line's train/loss is the
+    tagging loss, comparable with val/loss and with a tagger without the term."""
+    from seqtag.callbacks import EpochSummary
+
+    summary = EpochSummary()
+    summary.on_train_epoch_start(None, None)
+    summary.on_train_batch_end(None, None, {"loss": torch.tensor(12.0), "tagging_loss": torch.tensor(2.0)}, None, 0)
+    summary.on_train_batch_end(None, None, torch.tensor(4.0), None, 1)
+    assert float(summary._loss_sum) / summary._batches == 3.0
+    torch.manual_seed(0)
+    model = Tagger(LABELS, "BIOES", vocab_size=8, num_chars=8, word_dim=8, char_dim=4, char_hidden=4, hidden_size=6,
+                   lm_weight=0.5)  # fmt: skip
+    model.log = lambda *args, **kwargs: None
+    out = model.training_step(batch(), 0)
+    assert set(out) == {"loss", "tagging_loss"} and out["loss"] > out["tagging_loss"] > 0
