@@ -3,7 +3,8 @@
 ``SpanF1`` / ``TokenAccuracy`` add up counts over batches (summed across processes) and score them with the
 functional core in :mod:`seqtag.conlleval` (``span_counts``, ``token_counts``, ``scores_from_counts``,
 ``span_scores``, ``format_conlleval``, imported here too), the code ``seqtag score`` runs without torch.
-``TagConfusion`` counts gold vs predicted tags per token for the test report.
+The test report's confusion matrix (gold vs predicted tag per token) comes from ``SpanF1(..., confusion=True)`` for
+span labels and from ``TagConfusion`` for plain classes.
 """
 
 from __future__ import annotations
