@@ -133,14 +133,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"test loop: {loop_sps:,.0f} sentences/s ({total:.3f} s per pass)")
     print(f"LSTMs: {lstm:.3f} s = {lstm / total:.0%} of the loop, {flops / lstm / 1e9:.1f} GFLOP/s")
     for hidden, (seconds, work) in sorted(by_size.items(), reverse=True):
-        print(f"  LSTMs of {hidden} per direction: {seconds:.3f} s, {work / 1e9:.2f} GFLOP, {work / seconds / 1e9:.1f} GFLOP/s")
+        rate = work / seconds / 1e9
+        print(f"  LSTMs of {hidden} per direction: {seconds:.3f} s, {work / 1e9:.2f} GFLOP, {rate:.1f} GFLOP/s")
     print(f"LSTM-only ceiling: {lstm_only_sps:,.0f} sentences/s; at peak: {at_peak_sps:,.0f} sentences/s")
     if args.target:
-        rest = 1 / args.target - lstm / sentences  # seconds per sentence left for everything but the LSTMs
+        per_sentence = {  # ms
+            "target": 1e3 / args.target,
+            "lstm": lstm / sentences * 1e3,
+            "rest": (total - lstm) / sentences * 1e3,
+            "peak": flops / sentences / peak * 1e3,
+        }
         print(
-            f"target {args.target:,.0f} sentences/s: {1 / args.target * 1e3:.3f} ms per sentence, of which the LSTMs "
-            f"take {lstm / sentences * 1e3:.3f} ms, leaving {rest * 1e3:.3f} ms (now {(total - lstm) / sentences * 1e3:.3f} ms)"
-            f" for the rest; the LSTMs at peak alone would need {flops / sentences / peak * 1e3:.3f} ms"
+            f"target {args.target:,.0f} sentences/s: {per_sentence['target']:.3f} ms per sentence, of which the LSTMs "
+            f"take {per_sentence['lstm']:.3f} ms, leaving {per_sentence['target'] - per_sentence['lstm']:.3f} ms "
+            f"(now {per_sentence['rest']:.3f} ms) for the rest; the LSTMs at peak alone would need "
+            f"{per_sentence['peak']:.3f} ms"
         )
     return 0
 

@@ -44,6 +44,7 @@ from seqtag.data.vocab import PRETRAINED_KEY, pretrained_words
 from seqtag.errors import SeqtagInputError
 from seqtag.modules.contextual import SPECS_KEY as CHAR_LM_KEY
 from seqtag.modules.transformer import SPEC_KEY as TRANSFORMER_KEY
+from seqtag.network import TRAINING_ONLY_WEIGHTS  # a folder is for tagging, so it leaves them out
 
 if TYPE_CHECKING:
     import torch
@@ -62,8 +63,6 @@ FORMAT_VERSION = 1
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, PRETRAINED_WORDS_NAME)
 # Checkpoint hyperparameters that are not the model's: training-only factories and LightningCLI's bookkeeping.
 NOT_MODEL = ("optimizer", "lr_scheduler", "_instantiator", "_class_path")
-# Weights used in training only (the language-modelling loss's heads): a folder is for tagging, so it leaves them out.
-TRAINING_ONLY_WEIGHTS = ("neighbour_lm.",)
 # Data options not worth publishing: local working files and machine settings.
 NOT_DATA = ("_instantiator", "_class_path", "vocab", "predict", "cache_dir", "num_workers")
 # owner/name, optionally @revision; a name like this that is no file or folder is taken for a Hub model.

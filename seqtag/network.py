@@ -31,6 +31,8 @@ CHAR_LM_KEY = "seqtag_char_lm"
 TRANSFORMER_KEY = "seqtag_transformer"
 # Constructor arguments that are not the network's (the LightningModule's optimization).
 TRAINING_ONLY = ("optimizer", "lr_scheduler", "_instantiator", "_class_path")
+# Weights used in training only (the language-modelling loss's heads): a model loaded for tagging is built without them.
+TRAINING_ONLY_WEIGHTS = ("neighbour_lm.",)
 
 
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -306,7 +308,8 @@ class TaggerNetwork(nn.Module):
     def from_checkpoint(cls, checkpoint: dict[str, Any], map_location: str | torch.device = "cpu") -> TaggerNetwork:
         """A trained tagger from a checkpoint's contents (the dict ``torch.load`` gives for a ``best.ckpt``, or
         :func:`seqtag.hub.checkpoint_from_folder` for a model folder), in eval mode, with its vocabulary and
-        pretrained table."""
+        pretrained table, for tagging: without the language-modelling heads of ``lm_weight`` (resume training with
+        ``seqtag fit --ckpt_path`` instead)."""
         hparams = dict(checkpoint["hyper_parameters"])
         for key in TRAINING_ONLY:
             hparams.pop(key, None)
@@ -316,8 +319,11 @@ class TaggerNetwork(nn.Module):
         # So does the transformer's config and tokenizer for its folder or Hub name.
         if TRANSFORMER_KEY in checkpoint:
             hparams["transformer"] = checkpoint[TRANSFORMER_KEY]
+        if hparams.get("lm_weight"):
+            hparams["lm_weight"] = 0.0  # tagging reads none of its heads (TRAINING_ONLY_WEIGHTS)
         model = cls(**hparams)
-        model.load_state_dict(checkpoint["state_dict"])
+        state = checkpoint["state_dict"]
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_WEIGHTS)})
         model.restore_vocabulary(checkpoint)
         model.to(map_location)
         return model.eval()

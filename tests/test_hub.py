@@ -375,6 +375,13 @@ def test_a_folder_leaves_out_the_language_modelling_heads(tmp_path):
     assert json.loads((folder / "config.json").read_text())["model"]["lm_weight"] == 0.0
     shared = Tagger.from_pretrained(folder)
     assert shared.neighbour_lm is None and shared.predict(sentences, marginals=True) == expected
+    # Nor does a tagger loaded from the training checkpoint's contents.
+    checkpoint = {"hyper_parameters": dict(tagger.hparams), "state_dict": tagger.state_dict()}
+    assert any(name.startswith("neighbour_lm.") for name in checkpoint["state_dict"])
+    loaded = Tagger.from_checkpoint(checkpoint)
+    loaded.vocab = vocab
+    assert loaded.neighbour_lm is None and loaded.hparams.lm_weight == 0.0
+    assert loaded.predict(sentences, marginals=True) == expected
 
 
 def test_state_a_folder_cannot_carry_is_an_error_not_a_broken_folder(checkpoint, tmp_path):
