@@ -109,3 +109,24 @@ def test_datamodule_cuts_evaluation_batches_by_tokens_and_not_training_ones(tmp_
     assert sorted(test) == [[2] * 12, [3000]] and len(dm.test_dataloader()) == 2
     # Training batches keep batch_size sentences, whatever their length.
     assert [len(batch["lengths"]) for batch in dm.train_dataloader()] == [13]
+
+
+def test_exact_evaluation_merges_the_sparse_long_tail_into_padded_batches():
+    """Frequent lengths keep exact-length batches; the rare long lengths share padded batches while the steps and
+    batches saved outweigh the padding (STEP_COST, BATCH_COST); training batches stay exact."""
+    lengths = [10] * 300 + [12] * 200 + [40, 41, 41, 43, 45, 60, 90]
+    random.Random(0).shuffle(lengths)
+    batches = list(BucketBatchSampler(lengths, 256, shuffle=False, bucketing="exact", max_tokens=eval_max_tokens(256)))
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))  # each sentence once
+    spans = [sorted({lengths[i] for i in batch}) for batch in batches]
+    # 10 x 300: 256 + 44; 12 x 200 alone (merging 44 tens would pad 88 tokens for 10 steps and a batch: 40 < 88).
+    assert spans[:3] == [[10], [10], [12]]
+    # The tail: 40-45 merged (each join saves 20 + 2 x its length, more than the padding added); 60 joins too
+    # (20 + 90 > 5 x 15), while 90 stays alone (20 + 120 < 6 x 30).
+    assert spans[3:] == [[40, 41, 43, 45, 60], [90]]
+    # Training batches are exact-length, as before.
+    training = BucketBatchSampler(lengths, 32, shuffle=True, bucketing="exact")
+    assert all(len({lengths[i] for i in batch}) == 1 for batch in training)
+    # The token budget still bounds a merged batch.
+    tight = list(BucketBatchSampler(lengths, 256, shuffle=False, bucketing="exact", max_tokens=120))
+    assert all(padded(batch, lengths) <= 120 or len(batch) == 1 for batch in tight)
