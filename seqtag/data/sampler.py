@@ -284,7 +284,7 @@ class BucketBatchSampler(Sampler[list[int]]):
                 return -(-total // self.num_replicas)
             return len(range(self.rank, total, self.num_replicas))
         total = -(-len(self.lengths) // self.batch_size) if self.lengths.numel() else 0
-        if self.max_tokens is not None:
+        if self.max_tokens is not None or (not self.shuffle and self.bucketing == "exact"):
             total = len(self._all_batches())  # evaluation only: sorting once is cheap
         elif self.bucketing == "exact" and total:
             counts = torch.unique(self.lengths, return_counts=True)[1]
