@@ -48,17 +48,18 @@ class NeighbourWordLM(nn.Module):
         # Position t of `pairs` is True when words t and t + 1 both exist: forward state t → word t + 1, backward
         # state t + 1 → word t.
         pairs = mask[:, 1:]  # (B, T - 1)
-        if select if select is not None else states.device.type == "cpu":
-            sentence = pairs.nonzero()[:, 0]  # (N,) the sentence of each pair
-            nll = F.cross_entropy(
-                self.next_word(states[:, :-1, :h][pairs]), targets[:, 1:][pairs], reduction="none"
-            ) + F.cross_entropy(
-                self.previous_word(states[:, 1:, h:][pairs]), targets[:, :-1][pairs], reduction="none"
-            )  # (N,)
-            return states.new_zeros(states.shape[0]).index_add_(0, sentence, nll)  # (B,)
-        nll = F.cross_entropy(
-            self.next_word(states[:, :-1, :h]).flatten(0, 1), targets[:, 1:].flatten(), reduction="none"
-        ) + F.cross_entropy(
-            self.previous_word(states[:, 1:, h:]).flatten(0, 1), targets[:, :-1].flatten(), reduction="none"
-        )  # (B * (T - 1),)
+        forward, following = states[:, :-1, :h], targets[:, 1:]  # (B, T - 1, H), (B, T - 1)
+        backward, preceding = states[:, 1:, h:], targets[:, :-1]
+        select = select if select is not None else states.device.type == "cpu"
+        if select:  # the N real pairs
+            forward, following, backward, preceding = (x[pairs] for x in (forward, following, backward, preceding))
+        else:  # every position, padding masked out below
+            forward, following, backward, preceding = (
+                x.flatten(0, 1) for x in (forward, following, backward, preceding)
+            )
+        nll = F.cross_entropy(self.next_word(forward), following, reduction="none") + F.cross_entropy(
+            self.previous_word(backward), preceding, reduction="none"
+        )  # (N,) or (B * (T - 1),)
+        if select:
+            return states.new_zeros(states.shape[0]).index_add_(0, pairs.nonzero()[:, 0], nll)  # (B,)
         return (nll.view_as(pairs) * pairs).sum(1)  # (B,)
